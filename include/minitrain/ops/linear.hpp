@@ -1,0 +1,35 @@
+// minitrain/ops/linear.hpp
+// Differentiable linear layer and matrix product, written once for every backend.
+#pragma once
+
+#include "../autograd/graph.hpp"
+
+namespace minitrain {
+
+/// y = x w^T.   x: (..., K)  w: (M, K)  ->  y: (..., M)
+template <class B>
+Var& linear(Graph<B>& g, Var& x, Var& w) {
+    Shape ys = x.data.shape;
+    ys.dims[ys.rank - 1] = w.data.shape[0];
+    Var& y = g.make(ys, x.data.dtype, g.needs_grad(x, w));
+    linear_forward(B{}, y.data, x.data, w.data);
+    if (y.requires_grad)
+        g.record({&y}, [px = &x, pw = &w, py = &y](Graph<B>& g) {
+            linear_backward(B{}, g.grad_of(*px), g.grad_of(*pw), px->data, pw->data, py->grad);
+        });
+    return y;
+}
+
+/// c = a b.   a: (M, K)  b: (K, N)  ->  c: (M, N)
+template <class B>
+Var& matmul(Graph<B>& g, Var& a, Var& b) {
+    Var& c = g.make(Shape{a.data.shape[0], b.data.shape[-1]}, a.data.dtype, g.needs_grad(a, b));
+    matmul_forward(B{}, c.data, a.data, b.data);
+    if (c.requires_grad)
+        g.record({&c}, [pa = &a, pb = &b, pc = &c](Graph<B>& g) {
+            matmul_backward(B{}, g.grad_of(*pa), g.grad_of(*pb), pa->data, pb->data, pc->grad);
+        });
+    return c;
+}
+
+}  // namespace minitrain
