@@ -6,6 +6,10 @@
 //   autograd/  Var and the tape (Graph)
 //   backend/   kernels per backend: cpu/ (Eigen + OpenMP), cuda/ (cuBLAS, bf16)
 //   ops/       differentiable ops, written once for every backend
+//   nn/        the Model policy, the Transformer, generation
+//   optim/     optimizers and gradient clipping;  schedule/  learning-rate schedules
+//   io/        safetensors, checkpoints, atomic files;  data/  token shards and loaders
+//   train/     the Trainer and its task policies
 #pragma once
 
 #include "fwd.hpp"
@@ -25,3 +29,22 @@
 #include "backend/cpu/ops.hpp"
 
 #include "ops/ops.hpp"
+
+#include "nn/generate.hpp"
+#include "nn/model.hpp"
+#include "nn/transformer.hpp"
+
+#include "optim/adamw.hpp"
+#include "optim/clip.hpp"
+#include "optim/sgd.hpp"
+#include "schedule/schedule.hpp"
+
+#include "data/shards.hpp"
+#include "data/token_loader.hpp"
+#include "io/atomic_file.hpp"
+#include "io/checkpoint.hpp"
+#include "io/safetensors.hpp"
+
+#include "train/config.hpp"
+#include "train/pretrain.hpp"
+#include "train/trainer.hpp"

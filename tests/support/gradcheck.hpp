@@ -65,7 +65,8 @@ inline double closeness(const std::vector<double>& a, const std::vector<double>&
     if (a.size() != b.size()) return INFINITY;
     double worst = 0;
     for (std::size_t i = 0; i < a.size(); ++i) {
-        double r = std::abs(a[i] - b[i]) / (atol + rtol * std::max(std::abs(a[i]), std::abs(b[i])));
+        double diff = std::abs(a[i] - b[i]);
+        double r = diff == 0 ? 0 : diff / (atol + rtol * std::max(std::abs(a[i]), std::abs(b[i])));
         if (!(r <= worst)) worst = std::isnan(r) ? INFINITY : r;
     }
     return worst;
@@ -80,7 +81,8 @@ inline void check_close(const std::vector<double>& got, const std::vector<double
     std::size_t worst_i = 0;
     double worst = 0;
     for (std::size_t i = 0; i < got.size(); ++i) {
-        double r = std::abs(got[i] - want[i]) / (atol + rtol * std::max(std::abs(got[i]), std::abs(want[i])));
+        double diff = std::abs(got[i] - want[i]);  // NaN stays NaN; exact equality passes any tolerance
+        double r = diff == 0 ? 0 : diff / (atol + rtol * std::max(std::abs(got[i]), std::abs(want[i])));
         if (!(r <= worst)) {
             worst = std::isnan(r) ? INFINITY : r;
             worst_i = i;

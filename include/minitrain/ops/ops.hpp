@@ -3,5 +3,14 @@
 #pragma once
 
 #include "add.hpp"
+#include "attention.hpp"
+#include "cross_entropy.hpp"
+#include "dropout.hpp"
+#include "embedding.hpp"
 #include "linear.hpp"
+#include "moe.hpp"
 #include "reshape.hpp"
+#include "rmsnorm.hpp"
+#include "rope.hpp"
+#include "rows.hpp"
+#include "swiglu.hpp"

@@ -1,10 +1,11 @@
 // minitrain/backend/cpu/linear.hpp
-// Linear layer and plain matrix product on the CPU, through Eigen's multi-threaded GEMM.
+// Linear layer and plain matrix product on the CPU, through cpu::gemm (Eigen's kernels, our threads and
+// packing buffers). Transposed operands are read in place, never copied.
 // N = rows (batch x time), K = input features, M = output features.
 #pragma once
 
 #include "cpu.hpp"
-#include "eigen.hpp"
+#include "gemm.hpp"
 
 namespace minitrain {
 
@@ -15,7 +16,7 @@ inline void linear_forward(CPU, const Tensor& y, const Tensor& x, const Tensor& 
              " features");
     check_shape(y, [&] { Shape s = x.shape; s.dims[s.rank - 1] = M; return s; }(), "linear", "output");
     dispatch_floating(x.dtype, "linear", [&]<class T>() {
-        cpu::matrix<T>(y, N, M).noalias() = cpu::matrix<T>(x, N, K) * cpu::matrix<T>(w, M, K).transpose();
+        cpu::gemm<T>(false, true, N, M, K, x.data<T>(), K, w.data<T>(), K, y.data<T>(), M, false);
     });
 }
 
@@ -23,9 +24,9 @@ inline void linear_forward(CPU, const Tensor& y, const Tensor& x, const Tensor& 
 inline void linear_backward(CPU, GradOut dx, GradOut dw, const Tensor& x, const Tensor& w, const Tensor& dy) {
     const std::int64_t N = x.shape.rows(), K = x.shape.cols(), M = w.shape[0];
     dispatch_floating(x.dtype, "linear_backward", [&]<class T>() {
-        auto DY = cpu::matrix<T>(dy, N, M);
-        if (dx) cpu::assign_or_add(cpu::matrix<T>(dx.t, N, K), DY * cpu::matrix<T>(w, M, K), dx.accumulate);
-        if (dw) cpu::assign_or_add(cpu::matrix<T>(dw.t, M, K), DY.transpose() * cpu::matrix<T>(x, N, K), dw.accumulate);
+        const T* DY = dy.data<T>();
+        if (dx) cpu::gemm<T>(false, false, N, K, M, DY, M, w.data<T>(), K, dx.t.data<T>(), K, dx.accumulate);
+        if (dw) cpu::gemm<T>(true, false, M, K, N, DY, M, x.data<T>(), K, dw.t.data<T>(), K, dw.accumulate);
     });
 }
 
@@ -34,17 +35,19 @@ inline void matmul_forward(CPU, const Tensor& c, const Tensor& a, const Tensor& 
     MT_CHECK(a.shape.rank == 2 && b.shape.rank == 2 && a.shape[1] == b.shape[0], "matmul: cannot multiply ",
              a.shape, " by ", b.shape);
     check_shape(c, Shape{a.shape[0], b.shape[1]}, "matmul", "output");
+    const std::int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1];
     dispatch_floating(a.dtype, "matmul", [&]<class T>() {
-        cpu::matrix<T>(c).noalias() = cpu::matrix<T>(a) * cpu::matrix<T>(b);
+        cpu::gemm<T>(false, false, M, N, K, a.data<T>(), K, b.data<T>(), N, c.data<T>(), N, false);
     });
 }
 
 /// da (=|+=) dc b^T;  db (=|+=) a^T dc.
 inline void matmul_backward(CPU, GradOut da, GradOut db, const Tensor& a, const Tensor& b, const Tensor& dc) {
+    const std::int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1];
     dispatch_floating(a.dtype, "matmul_backward", [&]<class T>() {
-        auto DC = cpu::matrix<T>(dc);
-        if (da) cpu::assign_or_add(cpu::matrix<T>(da.t), DC * cpu::matrix<T>(b).transpose(), da.accumulate);
-        if (db) cpu::assign_or_add(cpu::matrix<T>(db.t), cpu::matrix<T>(a).transpose() * DC, db.accumulate);
+        const T* DC = dc.data<T>();
+        if (da) cpu::gemm<T>(false, true, M, K, N, DC, N, b.data<T>(), N, da.t.data<T>(), K, da.accumulate);
+        if (db) cpu::gemm<T>(true, false, K, N, M, a.data<T>(), K, DC, N, db.t.data<T>(), N, db.accumulate);
     });
 }
 

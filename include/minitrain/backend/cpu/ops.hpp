@@ -4,4 +4,12 @@
 
 #include "cpu.hpp"
 #include "add.hpp"
+#include "attention.hpp"
+#include "cross_entropy.hpp"
+#include "dropout.hpp"
+#include "embedding.hpp"
 #include "linear.hpp"
+#include "moe.hpp"
+#include "rmsnorm.hpp"
+#include "rope.hpp"
+#include "swiglu.hpp"

@@ -1,0 +1,120 @@
+// minitrain/backend/cpu/gemm.hpp
+// Matrix product on Eigen's GEBP micro-kernels with our own blocking buffers and thread split.
+//
+// Why not `C.noalias() = A * B` on Eigen maps: Eigen then mallocs its packing buffers on every call
+// (three per product at training sizes), and a steady-state training step must not touch the heap.
+// Here each thread packs into a grow-only, thread-local workspace and runs Eigen's sequential
+// Goto-style kernel on its own rows of C; the arithmetic is Eigen's, bit for bit.
+//
+//   C (M, N) = op(A) (M, K) . op(B) (K, N)     [+ C when accumulate]
+//   all row-major; op(A) = A^T when trans_a (A is then stored (K, M)), likewise for B.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <new>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <Eigen/Core>
+
+#include "../../core/error.hpp"
+
+namespace minitrain::cpu {
+
+namespace detail {
+
+/// Per-thread packing memory that only ever grows: after the first products of a run, no allocation.
+template <class T>
+T* gemm_workspace(std::size_t elements) {
+    struct Workspace {
+        void* ptr = nullptr;
+        std::size_t bytes = 0;
+        ~Workspace() {
+            if (ptr) ::operator delete(ptr, std::align_val_t{64});
+        }
+    };
+    thread_local Workspace ws;
+    std::size_t bytes = elements * sizeof(T) + 64;
+    if (ws.bytes < bytes) {
+        if (ws.ptr) ::operator delete(ws.ptr, std::align_val_t{64});
+        ws.ptr = ::operator new(bytes, std::align_val_t{64});
+        ws.bytes = bytes;
+    }
+    return static_cast<T*>(ws.ptr);
+}
+
+/// Eigen's blocking descriptor pointing at our workspace instead of allocating its own.
+template <class T>
+struct Blocking : Eigen::internal::level3_blocking<T, T> {
+    Blocking(Eigen::Index rows, Eigen::Index cols, Eigen::Index depth) {
+        // Eigen's col-major kernel sees the row-major product transposed: its "rows" are our columns.
+        this->m_mc = rows;
+        this->m_nc = cols;
+        this->m_kc = depth;
+        Eigen::internal::computeProductBlockingSizes<T, T, 1, Eigen::Index>(this->m_kc, this->m_mc, this->m_nc, 1);
+        std::size_t size_a = std::size_t(this->m_kc * this->m_mc), size_b = std::size_t(this->m_kc * this->m_nc);
+        std::size_t pad = 64 / sizeof(T);
+        T* ws = gemm_workspace<T>(size_a + size_b + pad);
+        this->m_blockA = ws;
+        this->m_blockB = ws + (size_a + pad - 1) / pad * pad;
+    }
+};
+
+template <class T, int OrderA, int OrderB>
+void gemm_rows(Eigen::Index M, Eigen::Index N, Eigen::Index K, const T* A, Eigen::Index lda, const T* B,
+               Eigen::Index ldb, T* C, Eigen::Index ldc) {
+    using Product = Eigen::internal::general_matrix_matrix_product<Eigen::Index, T, OrderA, false, T, OrderB, false,
+                                                                   Eigen::RowMajor, 1>;
+    Blocking<T> blocking(N, M, K);
+    Product::run(M, N, K, A, lda, B, ldb, C, 1, ldc, T(1), blocking, nullptr);
+}
+
+}  // namespace detail
+
+/// C = op(A) op(B), or C += op(A) op(B) when accumulate. Leading dimensions are row strides in elements.
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda,
+          const T* B, std::int64_t ldb, T* C, std::int64_t ldc, bool accumulate) {
+    if (M == 0 || N == 0) return;
+    if (!accumulate)
+        for (std::int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, std::size_t(N) * sizeof(T));
+    if (K == 0) return;
+
+    auto rows = [&](std::int64_t m0, std::int64_t m1) {
+        // Rows m0..m1 of op(A) start at A + m0*lda (row-major) or A + m0 (stored transposed).
+        const T* a = trans_a ? A + m0 : A + m0 * lda;
+        T* c = C + m0 * ldc;
+        std::int64_t m = m1 - m0;
+        if (!trans_a && !trans_b)
+            detail::gemm_rows<T, Eigen::RowMajor, Eigen::RowMajor>(m, N, K, a, lda, B, ldb, c, ldc);
+        else if (!trans_a && trans_b)
+            detail::gemm_rows<T, Eigen::RowMajor, Eigen::ColMajor>(m, N, K, a, lda, B, ldb, c, ldc);
+        else if (trans_a && !trans_b)
+            detail::gemm_rows<T, Eigen::ColMajor, Eigen::RowMajor>(m, N, K, a, lda, B, ldb, c, ldc);
+        else
+            detail::gemm_rows<T, Eigen::ColMajor, Eigen::ColMajor>(m, N, K, a, lda, B, ldb, c, ldc);
+    };
+
+    int threads = 1;
+#if defined(_OPENMP)
+    if (!omp_in_parallel() && double(M) * double(N) * double(K) >= double(1 << 18)) threads = omp_get_max_threads();
+#endif
+    // Rows are split in multiples of 16 so every thread's block keeps whole micro-kernel panels.
+    std::int64_t chunk = std::max<std::int64_t>(16, (M + threads - 1) / threads + 15) / 16 * 16;
+    threads = int(std::min<std::int64_t>(threads, (M + chunk - 1) / chunk));
+    if (threads <= 1) {
+        rows(0, M);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; ++t) {
+        std::int64_t m0 = t * chunk, m1 = std::min(M, m0 + chunk);
+        if (m0 < m1) rows(m0, m1);
+    }
+}
+
+}  // namespace minitrain::cpu

@@ -1,0 +1,491 @@
+// minitrain/io/checkpoint.hpp
+// Model folders and training checkpoints.
+//
+//   save_pretrained / load_pretrained    DIR/config.json + DIR/model.safetensors: a Hugging Face model
+//                                        folder (HF parameter names, F32, lm_head tied and not stored),
+//                                        which transformers' LlamaForCausalLM (dense) and our PyTorch
+//                                        reference (tests/golden/minimind_ref.py) load as is.
+//   save_checkpoint / load_checkpoint    the same two files + DIR/training_state.safetensors: optimizer
+//                                        state slabs ("optimizer.exp_avg", ...) and, as JSON metadata,
+//                                        step counters, RNG, data position and the run's settings.
+//   checkpoint_dir, list_checkpoints, latest_checkpoint, prune_checkpoints
+//                                        <out_dir>/checkpoints/step_00001234 folders.
+//
+// Loading is all-or-nothing: every name, shape and dtype is checked before the first byte is copied, so a
+// failed load leaves the model and the optimizer as they were. Errors name the file and the tensor or key.
+//
+// Crash safety: each file is written with write_file_atomic (temporary file, fsync, rename), and a
+// checkpoint folder as a whole is built in <dir>.tmp-<pid> and renamed to <dir> only when complete, so a
+// folder named step_N is always complete. Replacing an existing step_N moves it aside to <dir>.old-<pid>
+// first and removes it after; a crash between those two renames leaves no step_N, and latest_checkpoint()
+// falls back to the previous checkpoint. Leftover .tmp-/.old- folders are never read, and never deleted
+// either (they may belong to a process still running).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "../core/random.hpp"
+#include "../data/token_loader.hpp"
+#include "../nn/transformer.hpp"
+#include "../optim/optimizer.hpp"
+#include "atomic_file.hpp"
+#include "hf_config.hpp"
+#include "safetensors.hpp"
+
+namespace minitrain {
+
+/// Everything besides weights and optimizer slabs that a run needs to continue exactly.
+struct TrainingState {
+    std::int64_t step = 0;        // optimizer steps taken by the run
+    std::int64_t epoch = 0;
+    std::int64_t micro_step = 0;  // micro-batches consumed (gradient accumulation)
+    Rng rng;                      // the run's random stream (dropout, sampling): seed and position
+    TokenLoader::Position data;   // where the next batch comes from
+    int world_size = 1;
+    int threads = 1;
+    nlohmann::json extra;         // free-form: schedule name and options, the run's config (the trainer fills it)
+};
+
+namespace detail {
+
+namespace fs = std::filesystem;
+
+inline const char* const config_file = "config.json";
+inline const char* const weights_file = "model.safetensors";
+inline const char* const state_file = "training_state.safetensors";
+inline const char* const state_metadata_key = "minitrain.training_state";
+
+/// Parses a JSON file; Error naming the file when it cannot be read or is not valid JSON.
+inline nlohmann::json read_json_file(const fs::path& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        std::error_code ec;
+        const bool exists = fs::exists(path, ec);
+        fail(path.string(), exists ? ": cannot open for reading" : ": no such file");
+    }
+    std::stringstream ss;
+    ss << f.rdbuf();
+    try {
+        return nlohmann::json::parse(ss.str());
+    } catch (const nlohmann::json::exception& e) {
+        fail(path.string(), ": not valid JSON: ", e.what());
+    }
+}
+
+inline void write_json_file(const fs::path& path, const nlohmann::json& j) {
+    const std::string text = j.dump(2) + "\n";
+    write_file_atomic(path, [&](std::ostream& os) { os.write(text.data(), std::streamsize(text.size())); });
+}
+
+/// A 1-D or N-D CPU f32 view of `count` floats at `p`.
+inline Tensor host_f32(float* p, Shape shape) {
+    Tensor t;
+    t.ptr = p;
+    t.shape = shape;
+    t.dtype = DType::f32;
+    t.device = Device::cpu;
+    return t;
+}
+
+/// The parameters as host tensors under their names, in slab order. On the CPU these are the parameters
+/// themselves; on another backend the data slab is copied into `staging` first.
+template <class Backend>
+std::vector<NamedTensor> host_parameters(const ParameterSet<Backend>& ps, std::vector<float>& staging) {
+    std::vector<NamedTensor> out;
+    if constexpr (Backend::device != Device::cpu) {
+        staging.resize(ps.count());
+        Backend::to_host(staging.data(), ps.data());
+    }
+    for (const Parameter& p : ps.all()) {
+        if constexpr (Backend::device == Device::cpu)
+            out.push_back({p.name, p.var.data});
+        else
+            out.push_back({p.name, host_f32(staging.data() + p.offset, p.shape)});
+    }
+    return out;
+}
+
+/// Copies a file tensor into a backend tensor of the same shape (host staging off the CPU).
+template <class Backend>
+void read_into_backend(const SafeTensors& st, const std::string& name, const Tensor& dst, std::vector<float>& staging) {
+    if constexpr (Backend::device == Device::cpu) {
+        st.read_into(name, dst);
+    } else {
+        staging.resize(std::size_t(dst.numel()));
+        st.read_into(name, host_f32(staging.data(), dst.shape));
+        Backend::from_host(dst, staging.data());
+    }
+}
+
+inline std::vector<std::int64_t> dims_of(const Shape& s) {
+    return std::vector<std::int64_t>(s.dims.begin(), s.dims.begin() + s.rank);
+}
+
+/// Checks that tensor `name` of `st` can be read into an f32 tensor of shape `want` (the dtypes
+/// SafeTensors::read_into converts to f32 exactly). `exact_f32`: only F32 (state that must be bit-exact).
+inline void check_loadable(const SafeTensors& st, const std::string& name, const Shape& want, bool exact_f32,
+                           const char* what) {
+    const auto& ti = st.info(name);
+    MT_CHECK(ti.shape == dims_of(want), st.path().string(), ": tensor \"", name, "\" has shape ", shape_str(ti.shape),
+             ", ", what, " needs ", want);
+    const bool ok = ti.dtype == "F32" || (!exact_f32 && (ti.dtype == "BF16" || ti.dtype == "F16"));
+    MT_CHECK(ok, st.path().string(), ": tensor \"", name, "\" is ", ti.dtype, ", expected ",
+             exact_f32 ? "F32" : "F32, BF16 or F16");
+}
+
+inline bool regular_file(const fs::path& p) {
+    std::error_code ec;
+    return fs::is_regular_file(p, ec);
+}
+
+/// The step of a folder named exactly "step_<digits>", or -1.
+inline std::int64_t step_of(const std::string& name) {
+    if (name.size() <= 5 || name.compare(0, 5, "step_") != 0 || name.size() > 5 + 18) return -1;
+    std::int64_t v = 0;
+    for (std::size_t i = 5; i < name.size(); ++i) {
+        if (name[i] < '0' || name[i] > '9') return -1;
+        v = v * 10 + (name[i] - '0');
+    }
+    return v;
+}
+
+/// Builds a folder atomically: `write` fills `<dir>.tmp-<pid>`, which is fsync'ed and renamed to `dir`;
+/// an existing `dir` is moved aside first and removed after. On failure the temporary folder is removed
+/// and `dir` is left as it was.
+inline void write_directory_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& write) {
+    MT_CHECK(!dir.empty() && dir.has_filename(), "write_directory_atomic: \"", dir.string(), "\" is not a folder path");
+    const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+    const std::string pid = std::to_string(::getpid());
+    fs::path tmp = dir, aside = dir;
+    tmp += ".tmp-" + pid;
+    aside += ".old-" + pid;
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    if (ec) fail(parent.string(), ": cannot create folder: ", ec.message());
+    fs::remove_all(tmp, ec);  // our own leftover from an earlier failed attempt
+    fs::create_directory(tmp, ec);
+    if (ec) fail(tmp.string(), ": cannot create folder: ", ec.message());
+    try {
+        write(tmp);
+        if (int err = fsync_directory(tmp)) fail(tmp.string(), ": cannot sync folder: ", errno_text(err));
+    } catch (...) {
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+    bool moved_aside = false;
+    if (fs::exists(dir, ec)) {
+        fs::remove_all(aside, ec);
+        fs::rename(dir, aside, ec);
+        if (ec) {
+            std::string why = ec.message();
+            fs::remove_all(tmp, ec);
+            fail(dir.string(), ": cannot move the existing folder aside to ", aside.string(), ": ", why);
+        }
+        moved_aside = true;
+    }
+    fs::rename(tmp, dir, ec);
+    if (ec) {
+        std::string why = ec.message();
+        if (moved_aside) fs::rename(aside, dir, ec);
+        fs::remove_all(tmp, ec);
+        fail(dir.string(), ": cannot rename ", tmp.string(), " to it: ", why);
+    }
+    if (int err = fsync_directory(parent)) fail(dir.string(), ": written, but syncing ", parent.string(), " failed: ", errno_text(err));
+    if (moved_aside) fs::remove_all(aside, ec);
+}
+
+/// Typed access to the training-state JSON, with errors naming the file and the key.
+struct StateJson {
+    const nlohmann::json& j;
+    std::string where;
+
+    const nlohmann::json& at(const nlohmann::json& obj, const char* key, const std::string& path) const {
+        MT_CHECK(obj.is_object() && obj.contains(key), where, ": training state has no \"", path, "\"");
+        return obj.at(key);
+    }
+    std::int64_t i64(const nlohmann::json& obj, const char* key, const std::string& path) const {
+        const auto& v = at(obj, key, path);
+        MT_CHECK(v.is_number_integer(), where, ": training state \"", path, "\" must be an integer, found ", v.dump());
+        return v.get<std::int64_t>();
+    }
+    /// u64 values are stored as decimal strings, so readers whose numbers are doubles keep all 64 bits.
+    std::uint64_t u64(const nlohmann::json& obj, const char* key, const std::string& path) const {
+        const auto& v = at(obj, key, path);
+        MT_CHECK(v.is_string(), where, ": training state \"", path, "\" must be a decimal string, found ", v.dump());
+        const std::string s = v.get<std::string>();
+        std::uint64_t x = 0;
+        bool ok = !s.empty() && s.size() <= 20;
+        for (char ch : s) {
+            if (ch < '0' || ch > '9' || x > (UINT64_MAX - std::uint64_t(ch - '0')) / 10) {
+                ok = false;
+                break;
+            }
+            x = x * 10 + std::uint64_t(ch - '0');
+        }
+        MT_CHECK(ok, where, ": training state \"", path, "\" is \"", s, "\", not an unsigned 64-bit decimal");
+        return x;
+    }
+};
+
+}  // namespace detail
+
+// ---- model folders --------------------------------------------------------------------------------
+
+/// Writes dir/config.json (hf_config<Net>) and dir/model.safetensors (every parameter under its HF
+/// name, F32, metadata {"format": "pt"} as transformers requires), each atomically; creates dir.
+template <ModelPolicy Net, class Backend>
+void save_pretrained(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
+                     const HFTokenIds& tokens = {}) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) detail::fail(dir.string(), ": cannot create folder: ", ec.message());
+    std::vector<float> staging;
+    save_safetensors(dir / detail::weights_file, detail::host_parameters(model.params(), staging), {{"format", "pt"}});
+    detail::write_json_file(dir / detail::config_file, hf_config<Net>(model.config(), tokens));
+}
+
+/// The run-time sizes stored in dir/config.json, to construct the Transformer that load_pretrained fills.
+inline ModelConfig load_model_config(const std::filesystem::path& dir) {
+    const auto path = dir / detail::config_file;
+    return model_config_from(detail::read_json_file(path), path.string());
+}
+
+/// Loads a model folder into `model`: dir/config.json must describe Net with the model's vocab_size
+/// (config_mismatch; max_position_embeddings may differ), and dir/model.safetensors must hold exactly
+/// the model's parameters with their shapes, as F32, BF16 or F16. A stored "lm_head.weight" is accepted
+/// and ignored when it equals model.embed_tokens.weight (some writers store the tied head twice).
+/// Everything is checked before anything is copied: on Error the model is unchanged.
+template <ModelPolicy Net, class Backend>
+void load_pretrained(const std::filesystem::path& dir, Transformer<Net, Backend>& model) {
+    const auto cfg_path = dir / detail::config_file;
+    const nlohmann::json cfg = detail::read_json_file(cfg_path);
+    if (std::string why = detail::config_mismatch_at<Net>(cfg_path.string(), cfg, &model.config()); !why.empty())
+        throw Error(why);
+
+    SafeTensors st(dir / detail::weights_file);
+    const std::string where = st.path().string();
+    auto& ps = model.params();
+    for (const std::string& name : st.names()) {
+        if (ps.try_find(name)) continue;
+        if (name == "lm_head.weight") {
+            const Parameter& emb = ps.find("model.embed_tokens.weight");
+            detail::check_loadable(st, name, emb.shape, false, "the tied output head (= model.embed_tokens.weight)");
+            MT_CHECK(st.contains(emb.name), where, ": missing tensor \"", emb.name, "\" (expected shape ", emb.shape, ")");
+            detail::check_loadable(st, emb.name, emb.shape, false, "the model");
+            std::vector<float> head(std::size_t(emb.shape.numel())), table(head.size());
+            st.read_into(name, detail::host_f32(head.data(), emb.shape));
+            st.read_into(emb.name, detail::host_f32(table.data(), emb.shape));
+            MT_CHECK(std::memcmp(head.data(), table.data(), head.size() * sizeof(float)) == 0, where,
+                     ": tensor \"lm_head.weight\" differs from \"model.embed_tokens.weight\", but the model ties its "
+                     "output head to the embedding (tie_word_embeddings)");
+            continue;
+        }
+        detail::fail(where, ": unexpected tensor \"", name, "\" ", detail::shape_str(st.info(name).shape),
+                     ": the model has no parameter of that name");
+    }
+    for (const Parameter& p : ps.all()) {
+        MT_CHECK(st.contains(p.name), where, ": missing tensor \"", p.name, "\" (expected shape ", p.shape, ")");
+        detail::check_loadable(st, p.name, p.shape, false, "the model");
+    }
+    std::vector<float> staging;
+    for (const Parameter& p : ps.all()) detail::read_into_backend<Backend>(st, p.name, p.var.data, staging);
+}
+
+// ---- training checkpoints -------------------------------------------------------------------------
+
+/// <out_dir>/checkpoints/step_<step, 8 digits>.
+inline std::filesystem::path checkpoint_dir(const std::filesystem::path& out_dir, std::int64_t step) {
+    MT_CHECK(step >= 0, "checkpoint_dir: step must be >= 0, got ", step);
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
+    return out_dir / "checkpoints" / name;
+}
+
+/// Writes a checkpoint folder `dir` (normally checkpoint_dir(out_dir, state.step)) atomically:
+/// config.json + model.safetensors (a model folder, see save_pretrained) and training_state.safetensors
+/// with the optimizer's state slabs as "optimizer.<name>" (F32, exact) and metadata
+/// "minitrain.training_state": JSON with the TrainingState, the optimizer's algorithm and step count.
+template <ModelPolicy Net, class Backend, class Algo>
+void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
+                     const Optimizer<Algo, Backend>& optimizer, const TrainingState& state,
+                     const HFTokenIds& tokens = {}) {
+    MT_CHECK(state.step >= 0 && state.epoch >= 0 && state.micro_step >= 0, dir.string(),
+             ": training state counters must be >= 0, got step ", state.step, ", epoch ", state.epoch, ", micro_step ",
+             state.micro_step);
+    MT_CHECK(state.world_size >= 1 && state.threads >= 1, dir.string(),
+             ": training state world_size and threads must be >= 1, got ", state.world_size, " and ", state.threads);
+
+    nlohmann::json meta;
+    meta["version"] = checkpoint_format_version;
+    meta["step"] = state.step;
+    meta["epoch"] = state.epoch;
+    meta["micro_step"] = state.micro_step;
+    meta["rng"] = {{"seed", std::to_string(state.rng.seed)}, {"counter", std::to_string(state.rng.counter)}};
+    meta["data"] = {{"epoch", state.data.epoch},
+                    {"shard", state.data.shard},
+                    {"batch_in_shard", state.data.batch_in_shard},
+                    {"seed", std::to_string(state.data.seed)}};
+    meta["world_size"] = state.world_size;
+    meta["threads"] = state.threads;
+    const auto slabs = optimizer.state();
+    nlohmann::json names = nlohmann::json::array();
+    for (const auto& [name, t] : slabs) names.push_back(name);
+    meta["optimizer"] = {{"algorithm", std::string(Algo::name)},
+                         {"steps", optimizer.steps()},
+                         {"trainable_count", optimizer.params().trainable_count()},
+                         {"state", names}};
+    meta["extra"] = state.extra;
+
+    // Host copies of the state slabs (views on the CPU).
+    std::vector<std::vector<float>> staging;
+    std::vector<NamedTensor> tensors;
+    for (const auto& [name, t] : slabs) {
+        Tensor h = t;
+        if constexpr (Backend::device != Device::cpu) {
+            staging.emplace_back(std::size_t(t.numel()));
+            Backend::to_host(staging.back().data(), t);
+            h = detail::host_f32(staging.back().data(), t.shape);
+        }
+        tensors.push_back({"optimizer." + name, h});
+    }
+
+    detail::write_directory_atomic(dir, [&](const std::filesystem::path& tmp) {
+        save_pretrained(tmp, model, tokens);
+        save_safetensors(tmp / detail::state_file, tensors, {{"format", "pt"}, {detail::state_metadata_key, meta.dump()}});
+    });
+}
+
+/// Restores a checkpoint folder written by save_checkpoint: the weights (load_pretrained), the optimizer's
+/// state slabs bit for bit and its step count, and returns the TrainingState. The optimizer must be the
+/// same algorithm, configured alike (same state slabs) over the same trainable parameters. Everything is
+/// checked before anything is copied: on Error the model and the optimizer are unchanged.
+template <ModelPolicy Net, class Backend, class Algo>
+TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net, Backend>& model,
+                              Optimizer<Algo, Backend>& optimizer) {
+    std::error_code ec;
+    MT_CHECK(std::filesystem::is_directory(dir, ec), dir.string(), ": no such checkpoint folder");
+    SafeTensors st(dir / detail::state_file);
+    const std::string where = st.path().string();
+    auto mit = st.metadata().find(detail::state_metadata_key);
+    MT_CHECK(mit != st.metadata().end(), where, ": no \"", detail::state_metadata_key,
+             "\" metadata: not a minitrain training state");
+    nlohmann::json meta;
+    try {
+        meta = nlohmann::json::parse(mit->second);
+    } catch (const nlohmann::json::exception& e) {
+        detail::fail(where, ": metadata \"", detail::state_metadata_key, "\" is not valid JSON: ", e.what());
+    }
+    MT_CHECK(meta.is_object(), where, ": metadata \"", detail::state_metadata_key, "\" must be a JSON object");
+    const detail::StateJson sj{meta, where};
+    const std::int64_t version = sj.i64(meta, "version", "version");
+    MT_CHECK(version >= 1 && version <= checkpoint_format_version, where, ": training state version ", version,
+             ", this build reads versions 1 to ", checkpoint_format_version);
+
+    TrainingState s;
+    s.step = sj.i64(meta, "step", "step");
+    s.epoch = sj.i64(meta, "epoch", "epoch");
+    s.micro_step = sj.i64(meta, "micro_step", "micro_step");
+    const auto& rng = sj.at(meta, "rng", "rng");
+    s.rng.seed = sj.u64(rng, "seed", "rng.seed");
+    s.rng.counter = sj.u64(rng, "counter", "rng.counter");
+    const auto& data = sj.at(meta, "data", "data");
+    s.data.epoch = sj.i64(data, "epoch", "data.epoch");
+    s.data.shard = sj.i64(data, "shard", "data.shard");
+    s.data.batch_in_shard = sj.i64(data, "batch_in_shard", "data.batch_in_shard");
+    s.data.seed = sj.u64(data, "seed", "data.seed");
+    s.world_size = int(sj.i64(meta, "world_size", "world_size"));
+    s.threads = int(sj.i64(meta, "threads", "threads"));
+    s.extra = meta.contains("extra") ? meta.at("extra") : nlohmann::json();
+
+    const auto& opt = sj.at(meta, "optimizer", "optimizer");
+    const auto& algo = sj.at(opt, "algorithm", "optimizer.algorithm");
+    MT_CHECK(algo.is_string() && algo.get<std::string>() == Algo::name, where, ": optimizer.algorithm is ", algo.dump(),
+             ", the optimizer being restored is \"", Algo::name, "\"");
+    const std::int64_t steps = sj.i64(opt, "steps", "optimizer.steps");
+    MT_CHECK(steps >= 0, where, ": optimizer.steps is ", steps, ", must be >= 0");
+
+    // The optimizer's slabs and the file's tensors must correspond one to one.
+    const auto slabs = optimizer.state();
+    for (const std::string& name : st.names()) {
+        bool known = false;
+        for (const auto& [n, t] : slabs) known = known || name == "optimizer." + n;
+        MT_CHECK(known, where, ": unexpected tensor \"", name, "\": the ", Algo::name,
+                 " optimizer being restored has no such state (is it configured like the one saved?)");
+    }
+    for (const auto& [n, t] : slabs) {
+        const std::string name = "optimizer." + n;
+        MT_CHECK(st.contains(name), where, ": missing tensor \"", name, "\" (the ", Algo::name,
+                 " optimizer being restored has this state; was the saved one configured differently?)");
+        detail::check_loadable(st, name, t.shape, true, "the optimizer's trainable parameters");
+    }
+
+    load_pretrained(dir, model);  // validates everything before copying; throws with the model unchanged
+    std::vector<float> staging;
+    for (const auto& [n, t] : slabs) detail::read_into_backend<Backend>(st, "optimizer." + n, t, staging);
+    optimizer.set_steps(steps);
+    return s;
+}
+
+// ---- checkpoint folders ---------------------------------------------------------------------------
+
+/// The complete checkpoints in <out_dir>/checkpoints (step_N folders holding config.json,
+/// model.safetensors and training_state.safetensors), by increasing step. Other entries (.tmp-/.old-
+/// folders, incomplete folders, files) are skipped.
+inline std::vector<std::pair<std::int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& out_dir) {
+    namespace fs = std::filesystem;
+    std::vector<std::pair<std::int64_t, fs::path>> out;
+    const fs::path root = out_dir / "checkpoints";
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) return out;
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+        const fs::path& p = it->path();
+        const std::int64_t step = detail::step_of(p.filename().string());
+        if (step < 0 || !fs::is_directory(p, ec)) continue;
+        if (detail::regular_file(p / detail::config_file) && detail::regular_file(p / detail::weights_file) &&
+            detail::regular_file(p / detail::state_file))
+            out.emplace_back(step, p);
+    }
+    if (ec) detail::fail(root.string(), ": cannot list folder: ", ec.message());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+/// The complete checkpoint with the highest step in <out_dir>/checkpoints, if any.
+inline std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& out_dir) {
+    auto all = list_checkpoints(out_dir);
+    if (all.empty()) return std::nullopt;
+    return all.back().second;
+}
+
+/// Removes the oldest complete checkpoints so that `keep_last` remain; keep_last <= 0 keeps all.
+/// Incomplete and temporary folders are left alone.
+inline void prune_checkpoints(const std::filesystem::path& out_dir, int keep_last) {
+    if (keep_last <= 0) return;
+    auto all = list_checkpoints(out_dir);
+    for (std::size_t i = 0; i + std::size_t(keep_last) < all.size(); ++i) {
+        std::error_code ec;
+        std::filesystem::remove_all(all[i].second, ec);
+        if (ec) detail::fail(all[i].second.string(), ": cannot remove old checkpoint: ", ec.message());
+    }
+}
+
+}  // namespace minitrain

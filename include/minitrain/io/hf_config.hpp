@@ -1,0 +1,290 @@
+// minitrain/io/hf_config.hpp
+// The Hugging Face config.json of a Model policy, and the check that a config.json describes the model
+// compiled into this program.
+//
+// A Model policy fixes every architectural size at compile time, so a checkpoint is loadable only into the
+// same policy. config.json is what tells: hf_config<Net>() writes the LlamaConfig keys (plus MiniMind's MoE
+// keys for an MoE policy) so that transformers' LlamaForCausalLM, llama.cpp's converter and our PyTorch
+// reference read our checkpoints, and config_mismatch<Net>() names the first key that disagrees with Net,
+// so loading the wrong checkpoint is a one-line error instead of a shape error deep in the loader.
+//
+// Missing keys (config_mismatch, model_config_from). A key HF's LlamaConfig gives a default takes that
+// default, because that is how transformers itself would read the file:
+//   num_key_value_heads -> num_attention_heads     head_dim -> hidden_size / num_attention_heads
+//   hidden_act -> "silu"    rms_norm_eps -> 1e-6    rope_theta -> 10000    rope_scaling -> null
+//   attention_bias, mlp_bias -> false              max_position_embeddings -> 2048
+// Two exceptions. (1) The sizes vocab_size, hidden_size, intermediate_size, num_hidden_layers and
+// num_attention_heads are REQUIRED: LlamaConfig's defaults describe Llama-7B, so a file without them is
+// broken rather than meant. (2) tie_word_embeddings defaults to TRUE (PretrainedConfig's and MiniMind's
+// default; LlamaConfig's is false): minitrain always ties lm_head to the embedding, and hf_config always
+// writes the key, so only hand-written files rely on this default.
+// MiniMind's MoE keys default to MiniMind's values (tests/golden/minimind_ref.py): n_routed_experts 4,
+// num_experts_per_tok 2, n_shared_experts 1, norm_topk_prob true, aux_loss_alpha 0.01, scoring_func
+// "softmax", seq_aux true; use_moe defaults to false. Keys nobody reads here (architectures,
+// torch_dtype, token ids, ...) are ignored; a null value counts as absent. Real numbers (rms_norm_eps,
+// rope_theta, aux_loss_alpha) match within a relative 1e-6, so a value that went through f32 still
+// matches.
+//
+// vocab_size and max_position_embeddings are run-time sizes (ModelConfig). With a ModelConfig,
+// config_mismatch also requires the same vocab_size (the embedding's shape depends on it). A different
+// max_position_embeddings is accepted in both directions: no weight depends on it and RoPE here has no
+// scaling that would (the model's own max_seq_len bounds the positions it uses), so a checkpoint
+// pretrained at 512 tokens can be fine-tuned at 1024 or evaluated at 256.
+#pragma once
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+#include "../nn/model.hpp"
+
+namespace minitrain {
+
+/// Special token ids recorded in config.json (generation stops at eos_token_id). Unset: not written.
+struct HFTokenIds {
+    std::optional<int> bos_token_id, eos_token_id, pad_token_id;
+};
+
+/// Version of minitrain's additions to the files it writes (config.json "minitrain", training state).
+inline constexpr int checkpoint_format_version = 1;
+
+/// config.json for Net with the run-time sizes `rc`: a LlamaForCausalLM config for a dense policy, a
+/// MiniMindForCausalLM config (model_type "minimind", use_moe and the MoE keys) for an MoE policy.
+template <ModelPolicy Net>
+nlohmann::json hf_config(const ModelConfig& rc, const HFTokenIds& tokens = {}) {
+    nlohmann::json j;
+    j["architectures"] = nlohmann::json::array({Net::moe ? "MiniMindForCausalLM" : "LlamaForCausalLM"});
+    j["model_type"] = Net::moe ? "minimind" : "llama";
+    j["vocab_size"] = rc.vocab_size;
+    j["hidden_size"] = Net::hidden;
+    j["intermediate_size"] = Net::ffn;
+    j["num_hidden_layers"] = Net::layers;
+    j["num_attention_heads"] = Net::heads;
+    j["num_key_value_heads"] = Net::kv_heads;
+    j["head_dim"] = Net::head_dim;
+    j["hidden_act"] = "silu";
+    j["max_position_embeddings"] = rc.max_seq_len;
+    j["rms_norm_eps"] = Net::rms_eps;
+    j["rope_theta"] = Net::rope_theta;
+    j["rope_scaling"] = nullptr;
+    j["tie_word_embeddings"] = true;
+    j["attention_bias"] = false;
+    j["attention_dropout"] = 0.0;
+    j["mlp_bias"] = false;
+    j["initializer_range"] = Net::init_std;
+    j["use_cache"] = true;
+    j["torch_dtype"] = "float32";
+    if (tokens.bos_token_id) j["bos_token_id"] = *tokens.bos_token_id;
+    if (tokens.eos_token_id) j["eos_token_id"] = *tokens.eos_token_id;
+    if (tokens.pad_token_id) j["pad_token_id"] = *tokens.pad_token_id;
+    if constexpr (Net::moe) {
+        j["use_moe"] = true;
+        j["n_routed_experts"] = Net::experts;
+        j["num_experts_per_tok"] = Net::top_k;
+        j["n_shared_experts"] = Net::shared_experts;
+        j["norm_topk_prob"] = Net::norm_topk;
+        j["aux_loss_alpha"] = Net::aux_alpha;
+        j["scoring_func"] = "softmax";
+        j["seq_aux"] = true;
+    }
+    j["minitrain"] = {{"version", checkpoint_format_version}};
+    return j;
+}
+
+namespace detail {
+
+/// The shortest text that reads back as `x` ("1e-05", "10000"), so two different values never print alike.
+inline std::string real_text(double x) {
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, x);
+    return std::string(buf, r.ptr);
+}
+
+/// Reads config.json fields one at a time and keeps the first disagreement as a sentence.
+class ConfigCheck {
+public:
+    ConfigCheck(std::string where, const nlohmann::json& cfg) : where_(std::move(where)), cfg_(cfg) {
+        if (!cfg_.is_object()) fail_with("must be a JSON object, found ", cfg_.type_name());
+    }
+
+    bool ok() const { return error_.empty(); }
+    const std::string& error() const { return error_; }
+
+    /// The key's value, or nullptr when absent or null.
+    const nlohmann::json* find(const char* key) const {
+        if (!cfg_.is_object()) return nullptr;
+        auto it = cfg_.find(key);
+        return it == cfg_.end() || it->is_null() ? nullptr : &*it;
+    }
+
+    /// An integer key: its value, or `fallback` when absent (nullopt: the key is required). Records an
+    /// error (and returns nullopt) for a missing required key or a non-integer value.
+    std::optional<std::int64_t> integer(const char* key, std::optional<std::int64_t> fallback = {}) {
+        if (!ok()) return {};
+        const nlohmann::json* v = find(key);
+        if (!v) {
+            if (!fallback) fail_with(key, " is missing (it is required)");
+            return fallback;
+        }
+        if (!v->is_number_integer()) {
+            fail_with(key, " must be an integer, found ", v->type_name(), " ", v->dump());
+            return {};
+        }
+        return v->get<std::int64_t>();
+    }
+
+    /// An integer key that must equal `want`. `fallback_note` explains where a default came from.
+    void expect_int(const char* key, std::int64_t want, std::optional<std::int64_t> fallback = {},
+                    std::string_view fallback_note = "") {
+        if (!ok()) return;
+        const bool absent = !find(key);
+        if (absent && !fallback) return fail_with(key, " is missing (it is required); the compiled model has ", want);
+        auto got = integer(key, fallback);
+        if (!got) return;  // not an integer: integer() recorded why
+        if (*got != want) {
+            if (absent)
+                fail_with(key, " is absent, which means ", *got, " (", fallback_note, "); the compiled model has ", want);
+            else
+                fail_with(key, " is ", *got, ", the compiled model has ", want);
+        }
+    }
+
+    void expect_real(const char* key, double want, double fallback, std::string_view fallback_note) {
+        if (!ok()) return;
+        const nlohmann::json* v = find(key);
+        double got = fallback;
+        if (v) {
+            if (!v->is_number()) return fail_with(key, " must be a number, found ", v->type_name(), " ", v->dump());
+            got = v->get<double>();
+        }
+        if (!(std::abs(got - want) <= 1e-6 * std::abs(want))) {
+            if (!v)
+                return fail_with(key, " is absent, which means ", real_text(got), " (", fallback_note,
+                                 "); the compiled model has ", real_text(want));
+            fail_with(key, " is ", real_text(got), ", the compiled model has ", real_text(want));
+        }
+    }
+
+    void expect_bool(const char* key, bool want, bool fallback, std::string_view what_model_has = "") {
+        if (!ok()) return;
+        const nlohmann::json* v = find(key);
+        bool got = fallback;
+        if (v) {
+            if (!v->is_boolean()) return fail_with(key, " must be true or false, found ", v->type_name(), " ", v->dump());
+            got = v->get<bool>();
+        }
+        if (got != want) {
+            const char* g = got ? "true" : "false";
+            const char* w = want ? "true" : "false";
+            std::string tail = what_model_has.empty() ? std::string() : std::string(" (") + std::string(what_model_has) + ")";
+            if (!v) return fail_with(key, " is absent, which means ", g, "; the compiled model has ", w, tail);
+            fail_with(key, " is ", g, ", the compiled model has ", w, tail);
+        }
+    }
+
+    /// A string key that must be absent or one of `allowed` (listed in the message as what we implement).
+    void expect_string(const char* key, std::initializer_list<std::string_view> allowed) {
+        if (!ok()) return;
+        const nlohmann::json* v = find(key);
+        if (!v) return;
+        if (!v->is_string()) return fail_with(key, " must be a string, found ", v->type_name(), " ", v->dump());
+        const std::string s = v->get<std::string>();
+        for (std::string_view a : allowed)
+            if (s == a) return;
+        std::string list;
+        for (std::string_view a : allowed) list += (list.empty() ? "\"" : " or \"") + std::string(a) + "\"";
+        fail_with(key, " is \"", s, "\", minitrain implements only ", list);
+    }
+
+    template <class... Parts>
+    void fail_with(Parts&&... parts) {
+        if (!ok()) return;
+        std::ostringstream os;
+        os << where_ << ": ";
+        (os << ... << std::forward<Parts>(parts));
+        error_ = os.str();
+    }
+
+private:
+    std::string where_;
+    const nlohmann::json& cfg_;
+    std::string error_;
+};
+
+/// config_mismatch with the file name used in the message (load_pretrained passes the full path).
+template <ModelPolicy Net>
+std::string config_mismatch_at(const std::string& where, const nlohmann::json& cfg, const ModelConfig* runtime) {
+    ConfigCheck c(where, cfg);
+    c.expect_string("model_type", {"llama", "minimind"});
+    c.expect_string("hidden_act", {"silu"});
+    c.expect_int("num_hidden_layers", Net::layers);
+    c.expect_int("hidden_size", Net::hidden);
+    c.expect_int("num_attention_heads", Net::heads);
+    // Defaults that depend on other keys: read those first (a bad value there is reported above).
+    const auto heads = c.integer("num_attention_heads");
+    const auto hidden = c.integer("hidden_size");
+    if (!c.ok()) return c.error();
+    c.expect_int("num_key_value_heads", Net::kv_heads, *heads,
+                 "HF default: num_attention_heads = " + std::to_string(*heads));
+    if (*heads > 0)
+        c.expect_int("head_dim", Net::head_dim, *hidden / *heads,
+                     "HF default: hidden_size / num_attention_heads = " + std::to_string(*hidden / *heads));
+    c.expect_int("intermediate_size", Net::ffn);
+    c.expect_real("rms_norm_eps", Net::rms_eps, 1e-6, "HF default");
+    c.expect_real("rope_theta", Net::rope_theta, 10000.0, "HF default");
+    if (c.ok() && c.find("rope_scaling"))
+        c.fail_with("rope_scaling is ", c.find("rope_scaling")->dump(),
+                    ", the compiled model has plain RoPE (rope_scaling null)");
+    c.expect_bool("tie_word_embeddings", true, true, "lm_head is the embedding matrix");
+    c.expect_bool("attention_bias", false, false, "no bias in q/k/v/o_proj");
+    c.expect_bool("mlp_bias", false, false, "no bias in gate/up/down_proj");
+    c.expect_bool("use_moe", Net::moe, false);
+    if constexpr (Net::moe) {
+        c.expect_int("n_routed_experts", Net::experts, 4, "MiniMind default");
+        c.expect_int("num_experts_per_tok", Net::top_k, 2, "MiniMind default");
+        c.expect_int("n_shared_experts", Net::shared_experts, 1, "MiniMind default");
+        c.expect_bool("norm_topk_prob", Net::norm_topk, true);
+        c.expect_real("aux_loss_alpha", Net::aux_alpha, 0.01, "MiniMind default");
+        c.expect_string("scoring_func", {"softmax"});
+        c.expect_bool("seq_aux", true, true, "minitrain implements the sequence-level balancing loss");
+    }
+    if (runtime) {
+        c.expect_int("vocab_size", runtime->vocab_size);
+        auto mp = c.integer("max_position_embeddings", 2048);
+        if (mp && *mp < 1) c.fail_with("max_position_embeddings is ", *mp, ", it must be positive");
+    }
+    return c.error();
+}
+
+}  // namespace detail
+
+/// Empty when `cfg` (a parsed config.json) describes Net, and, given `runtime`, has its vocab_size;
+/// otherwise one sentence naming the first mismatching key, e.g.
+/// "config.json: num_key_value_heads is 4, the compiled model has 2". See the file comment for defaults.
+template <ModelPolicy Net>
+std::string config_mismatch(const nlohmann::json& cfg, const ModelConfig* runtime = nullptr) {
+    return detail::config_mismatch_at<Net>("config.json", cfg, runtime);
+}
+
+/// The run-time sizes in a config.json: vocab_size (required) and max_position_embeddings (HF default
+/// 2048). Throws Error naming `where` and the key when one is missing, not an integer, or not positive.
+inline ModelConfig model_config_from(const nlohmann::json& cfg, const std::string& where = "config.json") {
+    detail::ConfigCheck c(where, cfg);
+    auto vocab = c.integer("vocab_size");
+    auto maxpos = c.integer("max_position_embeddings", 2048);
+    if (c.ok() && (*vocab < 1 || *vocab > std::numeric_limits<std::int32_t>::max())) c.fail_with("vocab_size is ", *vocab, ", expected a positive int");
+    if (c.ok() && (*maxpos < 1 || *maxpos > std::numeric_limits<std::int32_t>::max()))
+        c.fail_with("max_position_embeddings is ", *maxpos, ", expected a positive int");
+    if (!c.ok()) throw Error(c.error());
+    return ModelConfig{int(*vocab), int(*maxpos)};
+}
+
+}  // namespace minitrain

@@ -1,0 +1,59 @@
+// minitrain/train/config.hpp
+// TrainConfig: every knob of a training run, named as in MiniMind / nanoGPT / llm.c so that flags carry over.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace minitrain {
+
+struct TrainConfig {
+    // ---- data
+    std::string train_data;  // a file or a glob of llm.c token shards (Pretrain), a JSONL file (SFT, DPO)
+    std::string val_data;    // optional; evaluation is skipped without it
+    int vocab_size = 6400;
+    int batch_size = 32;     // sequences per micro-batch
+    int max_seq_len = 512;   // tokens per sequence (T)
+    bool shuffle = true;
+    std::uint64_t seed = 42;
+
+    // ---- length: max_steps > 0 wins over epochs
+    int epochs = 1;
+    std::int64_t max_steps = 0;
+
+    // ---- optimizer
+    double learning_rate = 5e-4;
+    double min_lr = 0;  // WarmupCosine's floor; 0 means learning_rate / 10
+    double weight_decay = 0.1;
+    double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+    double momentum = 0;  // SGD
+    double grad_clip = 1.0;  // <= 0: no clipping (the norm is still reported)
+    int accumulation_steps = 1;
+    std::int64_t total_batch_tokens = 0;  // > 0: accumulation_steps = total / (batch_size * max_seq_len)
+
+    // ---- schedule
+    std::int64_t warmup_steps = 0;
+    double warmdown_ratio = 0.2;  // WSD
+    double final_lr_frac = 0.0;   // WSD
+
+    // ---- model
+    std::uint64_t init_seed = 1337;
+    std::string init_from;  // a Hugging Face style folder (config.json + model.safetensors)
+    double dropout = 0.0;
+    std::string dtype = "f32";  // f32 on CPU; bf16 / fp16 with the CUDA backend
+
+    // ---- logging, evaluation, checkpoints
+    int log_interval = 100;
+    int eval_interval = 0;   // 0: evaluate only at the end (when val_data is given)
+    int eval_batches = 0;    // 0: the whole validation set
+    int sample_interval = 0; // 0: no samples during training
+    int sample_tokens = 48;
+    int save_interval = 1000;  // 0: only the final save
+    int keep_last = 3;
+    std::string out_dir = "out";
+    bool resume = false;
+    int threads = 0;  // 0: leave the thread count as it is
+    bool quiet = false;
+};
+
+}  // namespace minitrain

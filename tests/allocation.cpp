@@ -1,0 +1,70 @@
+// A steady-state training step makes no heap allocation: every operator new in this executable is
+// counted, and the count must not move during steps after the first few.
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "support/gradcheck.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+}
+
+void* operator new(std::size_t n) {
+    ++g_allocations;
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+    ++g_allocations;
+    std::size_t al = std::size_t(a);
+    if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+using namespace minitrain;
+using namespace mt_test;
+
+TEST_CASE("the allocation counter sees allocations (so a zero below means something)") {
+    long before = g_allocations;
+    Graph<CPU> g;  // an arena and a reserved tape
+    Buffer<CPU> b({16}, DType::f32);
+    CHECK(g_allocations > before);
+}
+
+TEST_CASE("steady-state forward + backward of a residual MLP stack allocates nothing") {
+    Rng rng{31};
+    const int B = 4, T = 8, C = 16, F = 24, L = 3;
+    ParameterSet<CPU> ps;
+    std::vector<Var*> up, down;
+    for (int l = 0; l < L; ++l) {
+        up.push_back(&ps.add("up" + std::to_string(l), {F, C}));
+        down.push_back(&ps.add("down" + std::to_string(l), {C, F}));
+    }
+    ps.finalize();
+    for (std::size_t i = 0; i < ps.count(); ++i) ps.data().data<float>()[i] = float(rng.normal() * 0.2);
+    auto x = randn({B, T, C}, rng, 1.0, DType::f32);
+    auto seed = randn({B * T, C}, rng, 1.0, DType::f32);
+
+    Graph<CPU> g;
+    auto step = [&] {
+        g.reset();
+        Var* h = &g.leaf(x);
+        for (int l = 0; l < L; ++l) h = &add(g, *h, linear(g, linear(g, *h, *up[l]), *down[l]));
+        g.backward(reshape(g, *h, Shape{B * T, C}), seed);
+    };
+    for (int warm = 0; warm < 3; ++warm) step();
+    long before = g_allocations;
+    for (int i = 0; i < 5; ++i) step();
+    CHECK(g_allocations - before == 0);
+}

@@ -1,0 +1,768 @@
+// Model folders and training checkpoints: config.json contents and the mismatch check field by field,
+// bit-exact save/load round trips (dense and MoE), one test per kind of bad folder (each error must name
+// the file and the tensor or key), an AdamW run interrupted by a checkpoint that continues bit for bit,
+// the checkpoint folder helpers, and, when /usr/bin/python3 has torch, the PyTorch reference
+// (tests/golden/minimind_ref.py) loading our folders and computing the same logits (and we loading its).
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <minitrain/io/checkpoint.hpp>
+#include <minitrain/optim/adamw.hpp>
+#include <minitrain/optim/sgd.hpp>
+
+#include "support/gradcheck.hpp"
+
+using namespace minitrain;
+using namespace mt_test;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+/// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        std::random_device rd;
+        path = fs::temp_directory_path() /
+               ("minitrain-checkpoint-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    fs::path operator/(const std::string& name) const { return path / name; }
+};
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+/// The message of the Error `f` throws; fails the test when it throws nothing.
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    FAIL("expected minitrain::Error, nothing was thrown");
+    return {};
+}
+
+std::vector<char> bytes_of(const Tensor& t) {
+    std::vector<char> v(t.bytes());
+    if (!v.empty()) std::memcpy(v.data(), t.ptr, v.size());
+    return v;
+}
+
+std::vector<char> slurp(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+void spit(const fs::path& p, const std::string& text) {
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f << text;
+}
+
+json read_json(const fs::path& p) {
+    std::ifstream f(p);
+    return json::parse(f);
+}
+
+const ModelConfig tiny_rc{64, 16};
+
+/// The model's parameters as a tensor list, for writing deliberately broken files.
+template <class Net>
+std::vector<NamedTensor> named(Transformer<Net>& m) {
+    std::vector<NamedTensor> v;
+    for (auto& p : m.params().all()) v.push_back({p.name, p.var.data});
+    return v;
+}
+
+/// `n` training steps on random tokens drawn from state.rng (so the data itself is part of what a
+/// checkpoint must restore); advances state.step, state.micro_step and state.rng.
+template <class Net, class Algo>
+void train(Transformer<Net>& m, Optimizer<Algo>& opt, Graph<CPU>& g, TrainingState& state, int n) {
+    for (int s = 0; s < n; ++s) {
+        auto ids = randint({2, 8}, state.rng, 0, m.config().vocab_size);
+        auto targets = randint({2, 8}, state.rng, 0, m.config().vocab_size);
+        g.reset();
+        m.params().zero_grad();
+        auto out = m.forward(g, ids, &targets.tensor());
+        g.backward(*out.loss);
+        opt.step(1e-2);
+        ++state.step;
+        ++state.micro_step;
+    }
+}
+
+std::string run_python(const std::string& cmd) {
+    std::string out;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) return out;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+    return out;
+}
+
+}  // namespace
+
+// ---- config.json --------------------------------------------------------------------------------------
+
+TEST_CASE("hf_config: a dense policy is a LlamaForCausalLM config") {
+    HFTokenIds tok;
+    tok.bos_token_id = 1;
+    tok.eos_token_id = 2;
+    json j = hf_config<TinyModel>(tiny_rc, tok);
+    CHECK(j.at("architectures") == json::array({"LlamaForCausalLM"}));
+    CHECK(j.at("model_type") == "llama");
+    CHECK(j.at("vocab_size") == 64);
+    CHECK(j.at("hidden_size") == 32);
+    CHECK(j.at("intermediate_size") == TinyModel::ffn);
+    CHECK(j.at("num_hidden_layers") == 2);
+    CHECK(j.at("num_attention_heads") == 4);
+    CHECK(j.at("num_key_value_heads") == 2);
+    CHECK(j.at("head_dim") == 8);
+    CHECK(j.at("hidden_act") == "silu");
+    CHECK(j.at("max_position_embeddings") == 16);
+    CHECK(j.at("rms_norm_eps").get<double>() == 1e-5);
+    CHECK(j.at("rope_theta").get<double>() == 1e6);
+    CHECK(j.at("tie_word_embeddings") == true);
+    CHECK(j.at("attention_bias") == false);
+    CHECK(j.at("mlp_bias") == false);
+    CHECK(j.at("torch_dtype") == "float32");
+    CHECK(j.at("bos_token_id") == 1);
+    CHECK(j.at("eos_token_id") == 2);
+    CHECK_FALSE(j.contains("pad_token_id"));
+    CHECK(j.at("minitrain").at("version") == 1);
+    for (const char* k : {"use_moe", "n_routed_experts", "num_experts_per_tok", "n_shared_experts"})
+        CHECK_MESSAGE(!j.contains(k), k);
+    CHECK(config_mismatch<TinyModel>(j, &tiny_rc).empty());
+    CHECK(model_config_from(j).vocab_size == 64);
+    CHECK(model_config_from(j).max_seq_len == 16);
+}
+
+TEST_CASE("hf_config: an MoE policy is a MiniMind config with its MoE keys") {
+    using Net = Model<2, 32, 4, true, Knobs<2, 48, 6, 3, 2>>;
+    json j = hf_config<Net>(tiny_rc);
+    CHECK(j.at("architectures") == json::array({"MiniMindForCausalLM"}));
+    CHECK(j.at("model_type") == "minimind");
+    CHECK(j.at("intermediate_size") == 48);
+    CHECK(j.at("use_moe") == true);
+    CHECK(j.at("n_routed_experts") == 6);
+    CHECK(j.at("num_experts_per_tok") == 3);
+    CHECK(j.at("n_shared_experts") == 2);
+    CHECK(j.at("norm_topk_prob") == true);
+    CHECK(j.at("aux_loss_alpha").get<double>() == 0.01);
+    CHECK(j.at("scoring_func") == "softmax");
+    CHECK(j.at("seq_aux") == true);
+    CHECK_FALSE(j.contains("bos_token_id"));
+    CHECK(config_mismatch<Net>(j, &tiny_rc).empty());
+    CHECK_FALSE(config_mismatch<TinyMoEModel>(j).empty());
+}
+
+TEST_CASE("config_mismatch: every architectural key is checked and named with both values") {
+    struct Case {
+        const char* key;
+        json value;
+        std::string expect;
+    };
+    const json dense = hf_config<TinyModel>(tiny_rc);
+    const std::vector<Case> dense_cases = {
+        {"num_hidden_layers", 3, "config.json: num_hidden_layers is 3, the compiled model has 2"},
+        {"hidden_size", 64, "config.json: hidden_size is 64, the compiled model has 32"},
+        {"num_attention_heads", 8, "config.json: num_attention_heads is 8, the compiled model has 4"},
+        {"num_key_value_heads", 4, "config.json: num_key_value_heads is 4, the compiled model has 2"},
+        {"intermediate_size", 96, "config.json: intermediate_size is 96, the compiled model has 128"},
+        {"head_dim", 16, "config.json: head_dim is 16, the compiled model has 8"},
+        {"rms_norm_eps", 1e-6, "config.json: rms_norm_eps is 1e-06, the compiled model has 1e-05"},
+        {"rope_theta", 10000.0, "config.json: rope_theta is 10000, the compiled model has 1e+06"},
+        {"hidden_act", "gelu", "config.json: hidden_act is \"gelu\", minitrain implements only \"silu\""},
+        {"model_type", "qwen2", "config.json: model_type is \"qwen2\""},
+        {"tie_word_embeddings", false, "config.json: tie_word_embeddings is false, the compiled model has true"},
+        {"attention_bias", true, "config.json: attention_bias is true, the compiled model has false"},
+        {"mlp_bias", true, "config.json: mlp_bias is true, the compiled model has false"},
+        {"use_moe", true, "config.json: use_moe is true, the compiled model has false"},
+        {"rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}, "config.json: rope_scaling is {"},
+        {"num_hidden_layers", "2", "config.json: num_hidden_layers must be an integer, found string \"2\""},
+        {"num_hidden_layers", 2.5, "config.json: num_hidden_layers must be an integer"},
+    };
+    for (const Case& c : dense_cases) {
+        json j = dense;
+        j[c.key] = c.value;
+        std::string why = config_mismatch<TinyModel>(j, &tiny_rc);
+        CHECK_MESSAGE(contains(why, c.expect), c.key, " -> ", why);
+    }
+
+    using MoE = TinyMoEModel;  // 4 experts, top-2, 1 shared
+    const json moe = hf_config<MoE>(tiny_rc);
+    const std::vector<Case> moe_cases = {
+        {"n_routed_experts", 8, "config.json: n_routed_experts is 8, the compiled model has 4"},
+        {"num_experts_per_tok", 1, "config.json: num_experts_per_tok is 1, the compiled model has 2"},
+        {"n_shared_experts", 0, "config.json: n_shared_experts is 0, the compiled model has 1"},
+        {"norm_topk_prob", false, "config.json: norm_topk_prob is false, the compiled model has true"},
+        {"aux_loss_alpha", 0.1, "config.json: aux_loss_alpha is 0.1, the compiled model has 0.01"},
+        {"scoring_func", "sigmoid", "config.json: scoring_func is \"sigmoid\", minitrain implements only \"softmax\""},
+        {"seq_aux", false, "config.json: seq_aux is false, the compiled model has true"},
+        {"use_moe", false, "config.json: use_moe is false, the compiled model has true"},
+    };
+    for (const Case& c : moe_cases) {
+        json j = moe;
+        j[c.key] = c.value;
+        std::string why = config_mismatch<MoE>(j, &tiny_rc);
+        CHECK_MESSAGE(contains(why, c.expect), c.key, " -> ", why);
+    }
+
+    // A dense config for an MoE model: use_moe is absent, which means false.
+    CHECK(contains(config_mismatch<MoE>(dense), "use_moe is absent, which means false; the compiled model has true"));
+    // The run-time sizes: the vocabulary must match, max_position_embeddings may differ either way.
+    const ModelConfig other_vocab{100, 16}, longer{64, 1024}, shorter{64, 4};
+    CHECK(config_mismatch<TinyModel>(dense, &other_vocab) == "config.json: vocab_size is 64, the compiled model has 100");
+    CHECK(config_mismatch<TinyModel>(dense, &longer).empty());
+    CHECK(config_mismatch<TinyModel>(dense, &shorter).empty());
+    CHECK(config_mismatch<TinyModel>(dense).empty());
+    CHECK(contains(config_mismatch<TinyModel>(json::array()), "config.json: must be a JSON object"));
+}
+
+TEST_CASE("config_mismatch: missing keys take HF's defaults; the sizes are required") {
+    json j = hf_config<TinyModel>(tiny_rc);
+    j.erase("num_hidden_layers");
+    CHECK(config_mismatch<TinyModel>(j) ==
+          "config.json: num_hidden_layers is missing (it is required); the compiled model has 2");
+
+    j = hf_config<TinyModel>(tiny_rc);
+    j.erase("intermediate_size");
+    CHECK(contains(config_mismatch<TinyModel>(j), "config.json: intermediate_size is missing"));
+
+    // num_key_value_heads defaults to num_attention_heads: 4, but TinyModel has 2 KV heads.
+    j = hf_config<TinyModel>(tiny_rc);
+    j.erase("num_key_value_heads");
+    CHECK(config_mismatch<TinyModel>(j) ==
+          "config.json: num_key_value_heads is absent, which means 4 (HF default: num_attention_heads = 4); the "
+          "compiled model has 2");
+    // ... which is right for a model without grouped-query attention. A minimal hand-written config
+    // (no kv heads, head_dim, hidden_act, tie, biases, rope_scaling) describes it; null counts as absent.
+    using NoGQA = Model<2, 32, 4, false, Knobs<4>>;
+    json minimal = {{"vocab_size", 64},        {"hidden_size", 32},      {"intermediate_size", 128},
+                    {"num_hidden_layers", 2},  {"num_attention_heads", 4}, {"rms_norm_eps", 1e-5},
+                    {"rope_theta", 1e6},       {"head_dim", nullptr}};
+    CHECK(config_mismatch<NoGQA>(minimal, &tiny_rc).empty());
+    // rms_norm_eps absent means HF's 1e-6.
+    minimal.erase("rms_norm_eps");
+    CHECK(contains(config_mismatch<NoGQA>(minimal), "rms_norm_eps is absent, which means 1e-06 (HF default)"));
+    // A value rounded through f32 still matches.
+    minimal["rms_norm_eps"] = double(float(1e-5));
+    CHECK(config_mismatch<NoGQA>(minimal).empty());
+
+    // model_config_from: vocab_size required, max_position_embeddings defaults to 2048.
+    CHECK(model_config_from(minimal).max_seq_len == 2048);
+    json no_vocab = minimal;
+    no_vocab.erase("vocab_size");
+    CHECK(contains(error_of([&] { model_config_from(no_vocab, "x/config.json"); }), "x/config.json: vocab_size is missing"));
+    json zero_vocab = minimal;
+    zero_vocab["vocab_size"] = 0;
+    CHECK(contains(error_of([&] { model_config_from(zero_vocab); }), "config.json: vocab_size is 0"));
+}
+
+// ---- model folders --------------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("save_pretrained / load_pretrained: a fresh model gets every parameter bit for bit", Net, TinyModel,
+                   TinyMoEModel) {
+    TempDir tmp;
+    const fs::path dir = tmp / "nested" / "model";  // created by save_pretrained
+    Transformer<Net> a(tiny_rc);
+    a.init(11);
+    save_pretrained(dir, a);
+    CHECK(fs::is_regular_file(dir / "config.json"));
+    CHECK(fs::is_regular_file(dir / "model.safetensors"));
+    int entries = 0;
+    for (auto& e : fs::directory_iterator(dir)) {
+        (void)e;
+        ++entries;
+    }
+    CHECK(entries == 2);  // no temporary files left behind
+
+    const json cfg = read_json(dir / "config.json");
+    CHECK(cfg == hf_config<Net>(tiny_rc));
+    SafeTensors st(dir / "model.safetensors");
+    CHECK(st.metadata().at("format") == "pt");
+    CHECK(st.size() == a.params().all().size());
+    for (auto& p : a.params().all()) {
+        CHECK(st.info(p.name).dtype == "F32");
+        CHECK(st.info(p.name).shape == std::vector<std::int64_t>(p.shape.dims.begin(), p.shape.dims.begin() + p.shape.rank));
+    }
+    CHECK_FALSE(st.contains("lm_head.weight"));
+
+    Transformer<Net> b(load_model_config(dir));
+    b.init(12);
+    CHECK(bytes_of(b.params().data()) != bytes_of(a.params().data()));
+    load_pretrained(dir, b);
+    CHECK(bytes_of(b.params().data()) == bytes_of(a.params().data()));
+
+    // A longer context than the one saved is allowed (no weight depends on it).
+    Transformer<Net> c(ModelConfig{64, 32});
+    c.init(13);
+    load_pretrained(dir, c);
+    CHECK(bytes_of(c.params().data()) == bytes_of(a.params().data()));
+}
+
+TEST_CASE("load_pretrained: every bad folder is an Error naming the file and the tensor or key; the model is untouched") {
+    TempDir tmp;
+    const fs::path dir = tmp / "model";
+    Transformer<TinyModel> a(tiny_rc);
+    a.init(21);
+    save_pretrained(dir, a);
+    const fs::path weights = dir / "model.safetensors", config = dir / "config.json";
+    const auto good_weights = slurp(weights);
+    const std::string good_config = read_json(config).dump();
+
+    Transformer<TinyModel> b(tiny_rc);
+    b.init(22);
+    const auto before = bytes_of(b.params().data());
+    auto load_error = [&] { return error_of([&] { load_pretrained(dir, b); }); };
+    auto restore = [&] {
+        std::ofstream(weights, std::ios::binary | std::ios::trunc).write(good_weights.data(), std::streamsize(good_weights.size()));
+        spit(config, good_config);
+    };
+
+    SUBCASE("a tensor with the wrong shape") {
+        auto t = named(a);
+        Buffer<CPU> wrong(Shape{16, 32}, DType::f32);  // k_proj is (KV*D, C) = (16, 32); give q_proj that shape
+        CPU::zero(wrong);
+        for (auto& nt : t)
+            if (nt.name == "model.layers.1.self_attn.q_proj.weight") nt.tensor = wrong;
+        save_safetensors(weights, t);
+        std::string e = load_error();
+        CHECK(contains(e, weights.string()));
+        CHECK(contains(e, "\"model.layers.1.self_attn.q_proj.weight\" has shape (16, 32), the model needs (32, 32)"));
+    }
+    SUBCASE("an unknown tensor") {
+        auto t = named(a);
+        Buffer<CPU> bias(Shape{32}, DType::f32);
+        CPU::zero(bias);
+        t.push_back({"model.layers.0.self_attn.q_proj.bias", bias});
+        save_safetensors(weights, t);
+        std::string e = load_error();
+        CHECK(contains(e, weights.string()));
+        CHECK(contains(e, "unexpected tensor \"model.layers.0.self_attn.q_proj.bias\""));
+    }
+    SUBCASE("a missing tensor") {
+        auto t = named(a);
+        t.erase(std::remove_if(t.begin(), t.end(), [](auto& nt) { return nt.name == "model.norm.weight"; }), t.end());
+        save_safetensors(weights, t);
+        std::string e = load_error();
+        CHECK(contains(e, weights.string()));
+        CHECK(contains(e, "missing tensor \"model.norm.weight\""));
+    }
+    SUBCASE("an F64 tensor") {
+        auto t = named(a);
+        auto& norm = a.params().find("model.norm.weight");
+        Buffer<CPU> d = converted(norm.var.data, DType::f64);
+        for (auto& nt : t)
+            if (nt.name == norm.name) nt.tensor = d;
+        save_safetensors(weights, t);
+        CHECK(contains(load_error(), "tensor \"model.norm.weight\" is F64, expected F32, BF16 or F16"));
+    }
+    SUBCASE("a truncated model.safetensors") {
+        std::ofstream(weights, std::ios::binary | std::ios::trunc).write(good_weights.data(), std::streamsize(good_weights.size() - 100));
+        std::string e = load_error();
+        CHECK(contains(e, weights.string()));
+        CHECK(contains(e, "truncated"));
+    }
+    SUBCASE("a corrupted header") {
+        auto bytes = good_weights;
+        bytes[20] = '\x01';
+        std::ofstream(weights, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size()));
+        CHECK(contains(load_error(), weights.string()));
+    }
+    SUBCASE("config.json is not JSON") {
+        spit(config, "{\"hidden_size\": 32,");
+        std::string e = load_error();
+        CHECK(contains(e, config.string() + ": not valid JSON"));
+    }
+    SUBCASE("config.json is missing") {
+        fs::remove(config);
+        CHECK(load_error() == config.string() + ": no such file");
+    }
+    SUBCASE("config.json describes another model") {
+        json j = json::parse(good_config);
+        j["num_key_value_heads"] = 4;
+        spit(config, j.dump());
+        CHECK(load_error() == config.string() + ": num_key_value_heads is 4, the compiled model has 2");
+    }
+    SUBCASE("another vocabulary") {
+        Transformer<TinyModel> v(ModelConfig{65, 16});
+        std::string e = error_of([&] { load_pretrained(dir, v); });
+        CHECK(e == config.string() + ": vocab_size is 64, the compiled model has 65");
+    }
+    SUBCASE("lm_head.weight: accepted when it equals the embedding, an Error otherwise") {
+        auto t = named(a);
+        auto& emb = a.params().find("model.embed_tokens.weight");
+        t.push_back({"lm_head.weight", emb.var.data});
+        save_safetensors(weights, t);
+        load_pretrained(dir, b);
+        CHECK(bytes_of(b.params().data()) == bytes_of(a.params().data()));
+
+        Buffer<CPU> other(emb.shape, DType::f32);
+        CPU::copy(other, emb.var.data);
+        other.data<float>()[5] += 1.0f;
+        t.back().tensor = other;
+        save_safetensors(weights, t);
+        b.init(22);
+        std::string e = load_error();
+        CHECK(contains(e, weights.string()));
+        CHECK(contains(e, "\"lm_head.weight\" differs from \"model.embed_tokens.weight\""));
+    }
+    CHECK(bytes_of(b.params().data()) == before);  // a failed load copies nothing
+    restore();
+    load_pretrained(dir, b);
+    CHECK(bytes_of(b.params().data()) == bytes_of(a.params().data()));
+}
+
+TEST_CASE("load_pretrained: BF16 weights are widened exactly") {
+    TempDir tmp;
+    Transformer<TinyModel> a(tiny_rc);
+    a.init(31);
+    save_pretrained(tmp.path, a);
+    // Rewrite the weights in BF16; the loaded model holds exactly the widened BF16 values.
+    std::vector<Buffer<CPU>> halves;
+    std::vector<NamedTensor> t;
+    for (auto& p : a.params().all()) {
+        auto& h = halves.emplace_back(p.shape, DType::bf16);
+        for (std::int64_t i = 0; i < p.shape.numel(); ++i) h.data<bf16>()[i] = bf16(p.var.data.data<float>()[i]);
+        t.push_back({p.name, h});
+    }
+    save_safetensors(tmp / "model.safetensors", t);
+    Transformer<TinyModel> b(tiny_rc);
+    load_pretrained(tmp.path, b);
+    std::size_t k = 0;
+    bool same = true;
+    for (auto& p : b.params().all()) {
+        for (std::int64_t i = 0; i < p.shape.numel(); ++i) same = same && p.var.data.data<float>()[i] == float(halves[k].data<bf16>()[i]);
+        ++k;
+    }
+    CHECK(same);
+}
+
+// ---- training checkpoints -------------------------------------------------------------------------------
+
+TEST_CASE("checkpoint: an AdamW run restored from a checkpoint continues bit for bit") {
+    TempDir tmp;
+    AdamW::Options o;
+    o.weight_decay = 0.1;
+    Graph<CPU> g;
+
+    Transformer<TinyModel> a(tiny_rc);
+    a.init(41);
+    const auto initial = bytes_of(a.params().data());
+    Optimizer<AdamW> oa(a.params(), o);
+    TrainingState st;
+    st.epoch = 3;
+    st.rng = Rng{0xfedcba9876543210ull, 0xfffffffffffffff0ull};  // 64-bit values that a double would round
+    st.data = {3, 1, 4, 0xffffffffffffff01ull};
+    st.world_size = 2;
+    st.threads = 3;
+    st.extra = {{"schedule", "cosine"}, {"warmup", 10}, {"lr", 0.01}};
+    train(a, oa, g, st, 2);
+    REQUIRE(st.step == 2);
+    const fs::path dir = checkpoint_dir(tmp.path, st.step);
+    CHECK(dir == tmp.path / "checkpoints" / "step_00000002");
+    save_checkpoint(dir, a, oa, st);
+    const TrainingState saved = st;
+    const auto w_saved = bytes_of(a.params().data());
+    const auto m_saved = bytes_of(oa.state()[0].second), v_saved = bytes_of(oa.state()[1].second);
+    CHECK(w_saved != initial);  // the run did change the weights, and the moments are not zero
+    CHECK(m_saved != std::vector<char>(m_saved.size(), 0));
+
+    // The files: a model folder plus the training state, nothing else.
+    CHECK(fs::is_regular_file(dir / "config.json"));
+    CHECK(fs::is_regular_file(dir / "model.safetensors"));
+    SafeTensors ts(dir / "training_state.safetensors");
+    CHECK(ts.names() == std::vector<std::string>{"optimizer.exp_avg", "optimizer.exp_avg_sq"});
+    json meta = json::parse(ts.metadata().at("minitrain.training_state"));
+    CHECK(meta.at("step") == 2);
+    CHECK(meta.at("rng").at("seed") == "18364758544493064720");
+    CHECK(meta.at("optimizer").at("algorithm") == "adamw");
+    CHECK(meta.at("optimizer").at("steps") == 2);
+    int entries = 0;
+    for (auto& e : fs::directory_iterator(tmp / "checkpoints")) {
+        CHECK(e.path() == dir);
+        ++entries;
+    }
+    CHECK(entries == 1);
+
+    // Uninterrupted: two more steps.
+    train(a, oa, g, st, 2);
+    const auto w1 = bytes_of(a.params().data());
+    const auto m1 = bytes_of(oa.state()[0].second), v1 = bytes_of(oa.state()[1].second);
+    CHECK(w1 != w_saved);
+
+    // Restored into a fresh model and optimizer: exactly the saved state ...
+    Transformer<TinyModel> b(tiny_rc);
+    b.init(42);
+    Optimizer<AdamW> ob(b.params(), o);
+    TrainingState sb = load_checkpoint(dir, b, ob);
+    CHECK(bytes_of(b.params().data()) == w_saved);
+    CHECK(bytes_of(ob.state()[0].second) == m_saved);
+    CHECK(bytes_of(ob.state()[1].second) == v_saved);
+    CHECK(ob.steps() == 2);
+    CHECK(sb.step == saved.step);
+    CHECK(sb.epoch == saved.epoch);
+    CHECK(sb.micro_step == saved.micro_step);
+    CHECK(sb.rng.seed == saved.rng.seed);
+    CHECK(sb.rng.counter == saved.rng.counter);
+    CHECK(sb.data.epoch == 3);
+    CHECK(sb.data.shard == 1);
+    CHECK(sb.data.batch_in_shard == 4);
+    CHECK(sb.data.seed == 0xffffffffffffff01ull);
+    CHECK(sb.world_size == 2);
+    CHECK(sb.threads == 3);
+    CHECK(sb.extra == saved.extra);
+    // ... and the same two steps give the same bits as the uninterrupted run.
+    train(b, ob, g, sb, 2);
+    CHECK(bytes_of(b.params().data()) == w1);
+    CHECK(bytes_of(ob.state()[0].second) == m1);
+    CHECK(bytes_of(ob.state()[1].second) == v1);
+    CHECK(ob.steps() == 4);
+    CHECK(sb.rng.counter == st.rng.counter);
+}
+
+TEST_CASE("checkpoint: SGD with momentum round trip, and optimizer mismatches are Errors that change nothing") {
+    TempDir tmp;
+    Graph<CPU> g;
+    Transformer<TinyMoEModel> a(tiny_rc);
+    a.init(51);
+    SGD::Options so;
+    so.momentum = 0.9;
+    Optimizer<SGD> sgd(a.params(), so);
+    TrainingState st;
+    train(a, sgd, g, st, 2);
+    const fs::path dir = checkpoint_dir(tmp.path, 2);
+    save_checkpoint(dir, a, sgd, st);
+
+    Transformer<TinyMoEModel> b(tiny_rc);
+    b.init(52);
+    Optimizer<SGD> sb(b.params(), so);
+    load_checkpoint(dir, b, sb);
+    CHECK(bytes_of(b.params().data()) == bytes_of(a.params().data()));
+    CHECK(bytes_of(sb.state()[0].second) == bytes_of(sgd.state()[0].second));
+    CHECK(sb.steps() == 2);
+
+    const std::string state_file = (dir / "training_state.safetensors").string();
+    Transformer<TinyMoEModel> c(tiny_rc);
+    c.init(53);
+    const auto before = bytes_of(c.params().data());
+
+    SUBCASE("another algorithm") {
+        Optimizer<AdamW> adam(c.params());
+        std::string e = error_of([&] { load_checkpoint(dir, c, adam); });
+        CHECK(e == state_file + ": optimizer.algorithm is \"sgd\", the optimizer being restored is \"adamw\"");
+    }
+    SUBCASE("SGD without momentum has no momentum buffer") {
+        Optimizer<SGD> plain(c.params());
+        std::string e = error_of([&] { load_checkpoint(dir, c, plain); });
+        CHECK(contains(e, state_file + ": unexpected tensor \"optimizer.momentum_buffer\""));
+    }
+    SUBCASE("a checkpoint without momentum into SGD with momentum") {
+        Optimizer<SGD> plain(a.params());
+        save_checkpoint(dir, a, plain, st);
+        Optimizer<SGD> with(c.params(), so);
+        std::string e = error_of([&] { load_checkpoint(dir, c, with); });
+        CHECK(contains(e, state_file + ": missing tensor \"optimizer.momentum_buffer\""));
+        CHECK(bytes_of(with.state()[0].second) == std::vector<char>(with.state()[0].second.bytes(), 0));
+    }
+    SUBCASE("other trainable parameters") {
+        c.params().freeze([](const Parameter& p) { return p.name.find("embed_tokens") != std::string::npos; });
+        Optimizer<SGD> frozen(c.params(), so);
+        std::string e = error_of([&] { load_checkpoint(dir, c, frozen); });
+        CHECK(contains(e, state_file + ": tensor \"optimizer.momentum_buffer\" has shape ("));
+        CHECK(frozen.steps() == 0);
+    }
+    SUBCASE("no training state") {
+        fs::remove(dir / "training_state.safetensors");
+        Optimizer<SGD> o(c.params(), so);
+        CHECK(contains(error_of([&] { load_checkpoint(dir, c, o); }), state_file));
+    }
+    SUBCASE("not a folder") {
+        Optimizer<SGD> o(c.params(), so);
+        CHECK(error_of([&] { load_checkpoint(tmp / "nope", c, o); }) == (tmp / "nope").string() + ": no such checkpoint folder");
+    }
+    SUBCASE("weights of another model") {
+        Transformer<TinyModel> dense(tiny_rc);
+        Optimizer<SGD> o(dense.params(), so);
+        std::string e = error_of([&] { load_checkpoint(dir, dense, o); });
+        CHECK(contains(e, "tensor \"optimizer.momentum_buffer\" has shape"));  // caught before the weights
+    }
+    CHECK(bytes_of(c.params().data()) == before);
+}
+
+TEST_CASE("checkpoint folders: replace in place, latest_checkpoint and prune_checkpoints") {
+    TempDir tmp;
+    CHECK_FALSE(latest_checkpoint(tmp / "nothing-here").has_value());
+    CHECK_FALSE(latest_checkpoint(tmp.path).has_value());
+    Graph<CPU> g;
+    Transformer<TinyModel> m(tiny_rc);
+    m.init(61);
+    Optimizer<AdamW> opt(m.params());
+    TrainingState st;
+    for (int s = 1; s <= 3; ++s) {
+        train(m, opt, g, st, 1);
+        save_checkpoint(checkpoint_dir(tmp.path, st.step), m, opt, st);
+    }
+    const fs::path root = tmp / "checkpoints";
+    CHECK(latest_checkpoint(tmp.path) == root / "step_00000003");
+
+    // Debris that must be ignored: an incomplete newer folder, a leftover temporary folder holding all
+    // three files, a plain file with a checkpoint's name, and an unrelated folder.
+    fs::create_directories(root / "step_00000004");
+    spit(root / "step_00000004" / "config.json", "{}");
+    fs::create_directories(root / "step_00000005.tmp-999");
+    for (const char* f : {"config.json", "model.safetensors", "training_state.safetensors"})
+        fs::copy_file(root / "step_00000003" / f, root / "step_00000005.tmp-999" / f);
+    spit(root / "step_00000006", "not a folder");
+    fs::create_directories(root / "step_7x");
+    CHECK(latest_checkpoint(tmp.path) == root / "step_00000003");
+    auto all = list_checkpoints(tmp.path);
+    REQUIRE(all.size() == 3);
+    CHECK(all[0].first == 1);
+    CHECK(all[2].first == 3);
+
+    // Saving a step that exists replaces it whole.
+    TrainingState again = st;
+    again.step = 2;
+    again.extra = {{"replaced", true}};
+    save_checkpoint(checkpoint_dir(tmp.path, 2), m, opt, again);
+    Transformer<TinyModel> r(tiny_rc);
+    Optimizer<AdamW> ro(r.params());
+    CHECK(load_checkpoint(root / "step_00000002", r, ro).extra == again.extra);
+    CHECK(bytes_of(r.params().data()) == bytes_of(m.params().data()));
+    for (auto& e : fs::directory_iterator(root)) {
+        const std::string name = e.path().filename().string();
+        CHECK_MESSAGE(!contains(name, ".old-"), name);
+        CHECK_MESSAGE((!contains(name, ".tmp-") || name == "step_00000005.tmp-999"), name);
+    }
+
+    prune_checkpoints(tmp.path, 0);  // keeps all
+    CHECK(list_checkpoints(tmp.path).size() == 3);
+    prune_checkpoints(tmp.path, 2);
+    CHECK_FALSE(fs::exists(root / "step_00000001"));
+    CHECK(fs::exists(root / "step_00000002"));
+    CHECK(fs::exists(root / "step_00000003"));
+    CHECK(fs::exists(root / "step_00000004"));          // incomplete: not ours to judge
+    CHECK(fs::exists(root / "step_00000005.tmp-999"));  // may belong to a running process
+    CHECK(fs::exists(root / "step_00000006"));
+    prune_checkpoints(tmp.path, 1);
+    CHECK(list_checkpoints(tmp.path).size() == 1);
+    CHECK(latest_checkpoint(tmp.path) == root / "step_00000003");
+    prune_checkpoints(tmp.path, 5);
+    CHECK(list_checkpoints(tmp.path).size() == 1);
+}
+
+// ---- the PyTorch reference reads our folders, and we read its ------------------------------------------
+
+TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and computes the same logits") {
+    const char* env = std::getenv("MINITRAIN_PYTHON");
+    const std::string python = env && *env ? env : "/usr/bin/python3";
+    const fs::path script = fs::path(__FILE__).parent_path() / "golden" / "minimind_ref.py";
+    if (!fs::exists(python)) {
+        MESSAGE("skipped: ", python, " not found (set MINITRAIN_PYTHON to a Python with torch)");
+        return;
+    }
+    TempDir tmp;
+    const ModelConfig rc{64, 16};
+    Transformer<TinyModel> dense(rc);
+    dense.init(71);
+    save_pretrained(tmp / "dense", dense);
+    Transformer<TinyMoEModel> moe(rc);
+    moe.init(72);
+    save_pretrained(tmp / "moe", moe);
+
+    // Two sequences of 7 tokens; the reference's default targets are the next tokens, the last ignored.
+    Rng rng{73};
+    auto ids = randint({2, 7}, rng, 0, rc.vocab_size);
+    Buffer<CPU> targets(Shape{2, 7}, DType::i32);
+    std::string ids_arg;
+    for (int b = 0; b < 2; ++b)
+        for (int t = 0; t < 7; ++t) {
+            const int id = ids.data<std::int32_t>()[b * 7 + t];
+            ids_arg += (t ? "," : (b ? ";" : "")) + std::to_string(id);
+            targets.data<std::int32_t>()[b * 7 + t] = t < 6 ? ids.data<std::int32_t>()[b * 7 + t + 1] : -100;
+        }
+
+    // The three runs in parallel (each pays torch's import): eval of our dense folder, of our MoE folder,
+    // and `init` of a PyTorch-written folder followed by its eval.
+    auto q = [](const fs::path& p) { return "'" + p.string() + "'"; };
+    const std::string py = "'" + python + "' " + q(script);
+    const std::string eval_args = " --ids '" + ids_arg + "'";
+    const std::string init_args =
+        " --seed 5 --vocab_size 64 --hidden_size 32 --num_hidden_layers 2 --num_attention_heads 4"
+        " --num_key_value_heads 2 --max_position_embeddings 16";
+    const std::string cmd = "(" + py + " eval " + q(tmp / "dense") + eval_args + " > " + q(tmp / "dense.out") + " 2>&1 & " +
+                            py + " eval " + q(tmp / "moe") + eval_args + " > " + q(tmp / "moe.out") + " 2>&1 & (" + py +
+                            " init " + q(tmp / "torch") + init_args + " && " + py + " eval " + q(tmp / "torch") +
+                            eval_args + ") > " + q(tmp / "torch.out") + " 2>&1 & wait)";
+    run_python(cmd);
+    auto text = [&](const char* f) {
+        std::ifstream in(tmp / f);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    };
+    const std::string dense_out = text("dense.out");
+    if (contains(dense_out, "No module named 'torch'")) {
+        MESSAGE("skipped: ", python, " has no torch module");
+        return;
+    }
+    // The last line of each output is the JSON result (`init` prints a line before `eval` does).
+    auto result = [&](const char* f) {
+        std::string s = text(f);
+        while (!s.empty() && s.back() == '\n') s.pop_back();
+        std::size_t nl = s.rfind('\n');
+        std::string last = nl == std::string::npos ? s : s.substr(nl + 1);
+        json j = json::parse(last, nullptr, false);
+        INFO(f, ": ", s);
+        REQUIRE_FALSE(j.is_discarded());
+        REQUIRE(j.contains("logits"));
+        return j;
+    };
+    auto flat = [](const json& logits) {
+        std::vector<double> v;
+        for (auto& row : logits)
+            for (auto& pos : row)
+                for (auto& x : pos) v.push_back(x.get<double>());
+        return v;
+    };
+    auto compare = [&](auto& model, const json& ref, const char* what) {
+        Graph<CPU> g;
+        auto out = model.forward(g, ids, &targets.tensor());
+        auto got = to_vector(out.logits->data), want = flat(ref.at("logits"));
+        REQUIRE(got.size() == want.size());
+        double scale = 0;
+        for (double x : want) scale = std::max(scale, std::abs(x));
+        check_close(got, want, 1e-4, 1e-4 * scale, std::string(what) + " logits");
+        CHECK_MESSAGE(to_vector(out.ce->data)[0] == doctest::Approx(ref.at("ce_loss").get<double>()).epsilon(1e-5), what);
+    };
+    compare(dense, result("dense.out"), "dense (ours, read by PyTorch)");
+    compare(moe, result("moe.out"), "MoE (ours, read by PyTorch)");
+
+    // The PyTorch-written folder (no "minitrain" key, its own key order and extras) loads here.
+    Transformer<TinyModel> theirs(load_model_config(tmp / "torch"));
+    load_pretrained(tmp / "torch", theirs);
+    compare(theirs, result("torch.out"), "dense (PyTorch's, read by us)");
+}

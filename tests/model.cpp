@@ -1,0 +1,143 @@
+// The whole model against PyTorch: logits, losses, every parameter gradient, and three AdamW steps
+// with gradient clipping, for a dense and an MoE configuration (tests/golden/make_golden.py wrote
+// the files from a from-scratch PyTorch implementation with Hugging Face parameter names).
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include <minitrain/io/safetensors.hpp>
+#include <minitrain/nn/transformer.hpp>
+#include <minitrain/optim/adamw.hpp>
+#include <minitrain/optim/clip.hpp>
+
+#include "support/gradcheck.hpp"
+
+using namespace minitrain;
+using namespace mt_test;
+
+namespace {
+
+const std::filesystem::path golden_dir = std::filesystem::path(__FILE__).parent_path() / "golden";
+
+std::vector<double> read(const SafeTensors& st, const std::string& name) {
+    const auto& info = st.info(name);
+    Shape s;
+    for (auto d : info.shape) s.dims[s.rank++] = d;
+    if (s.rank == 0) s = Shape{1};
+    Buffer<CPU> b(s, DType::f32);
+    st.read_into(name, b);
+    return to_vector(b);
+}
+
+double max_abs(const std::vector<double>& v) {
+    double m = 0;
+    for (double x : v) m = std::max(m, std::abs(x));
+    return m;
+}
+
+/// Relative error below rtol, measured against the tensor's own scale for elements near zero.
+void check_tensor(const std::vector<double>& got, const std::vector<double>& want, double rtol, const std::string& what) {
+    check_close(got, want, rtol, rtol * max_abs(want) + 1e-30, what);
+}
+
+template <class Net>
+struct Golden {
+    SafeTensors st;
+    nlohmann::json cfg;
+    Transformer<Net> model;
+    Buffer<CPU> ids, targets;
+
+    explicit Golden(const std::string& file)
+        : st(golden_dir / file),
+          cfg(nlohmann::json::parse(st.metadata().at("config"))),
+          model(ModelConfig{cfg.at("vocab_size").get<int>(), cfg.at("max_position_embeddings").get<int>()}) {
+        REQUIRE(cfg.at("hidden_size").get<int>() == Net::hidden);
+        REQUIRE(cfg.at("num_hidden_layers").get<int>() == Net::layers);
+        REQUIRE(cfg.at("intermediate_size").get<int>() == Net::ffn);
+        for (auto& p : model.params().all()) st.read_into(p.name, p.var.data);
+        auto shape = [&](const std::string& n) {
+            auto& i = st.info(n);
+            return Shape{i.shape[0], i.shape[1]};
+        };
+        ids = Buffer<CPU>(shape("input_ids"), DType::i32);
+        targets = Buffer<CPU>(shape("targets"), DType::i32);
+        st.read_into("input_ids", ids);
+        st.read_into("targets", targets);
+    }
+};
+
+template <class Net>
+void check_forward_backward(const std::string& file) {
+    Golden<Net> gold(file);
+    Graph<CPU> g;
+    auto out = gold.model.forward(g, gold.ids, &gold.targets.tensor());
+    check_tensor(to_vector(out.logits->data), read(gold.st, "logits"), 1e-4, "logits");
+    check_tensor(to_vector(out.loss->data), read(gold.st, "loss"), 1e-4, "loss");
+    check_tensor(to_vector(out.ce->data), read(gold.st, "ce_loss"), 1e-4, "ce_loss");
+    if (Net::moe) {
+        REQUIRE(out.aux != nullptr);
+        check_tensor(to_vector(out.aux->data), read(gold.st, "aux_loss"), 1e-4, "aux_loss");
+    }
+    g.backward(*out.loss);
+    int checked = 0;
+    for (auto& p : gold.model.params().all()) {
+        check_tensor(to_vector(p.var.grad), read(gold.st, "grad." + p.name), 1e-3, "gradient of " + p.name);
+        ++checked;
+    }
+    CHECK(checked == int(gold.st.names().size() > 0 ? gold.model.params().all().size() : 0));
+}
+
+template <class Net>
+void check_adamw_steps(const std::string& file) {
+    Golden<Net> gold(file);
+    nlohmann::json opt_cfg = nlohmann::json::parse(gold.st.metadata().at("optimizer"));
+    AdamW::Options o;
+    o.lr = opt_cfg.at("lr").get<double>();
+    o.beta1 = opt_cfg.at("betas")[0].get<double>();
+    o.beta2 = opt_cfg.at("betas")[1].get<double>();
+    o.eps = opt_cfg.at("eps").get<double>();
+    o.weight_decay = opt_cfg.at("weight_decay").get<double>();
+    Optimizer<AdamW> opt(gold.model.params(), o);
+    auto losses = read(gold.st, "adamw.loss"), norms = read(gold.st, "adamw.grad_norm");
+    Graph<CPU> g;
+    for (std::size_t s = 0; s < losses.size(); ++s) {
+        g.reset();
+        gold.model.params().zero_grad();
+        auto out = gold.model.forward(g, gold.ids, &gold.targets.tensor());
+        CHECK(to_vector(out.loss->data)[0] == doctest::Approx(losses[s]).epsilon(1e-4));
+        g.backward(*out.loss);
+        double norm = clip_grad_norm(gold.model.params(), opt_cfg.at("grad_clip").get<double>());
+        CHECK(norm == doctest::Approx(norms[s]).epsilon(1e-4));
+        opt.step(o.lr);
+    }
+    for (auto& p : gold.model.params().all())
+        check_tensor(to_vector(p.var.data), read(gold.st, "adamw.after." + p.name), 1e-4, "after AdamW: " + p.name);
+}
+
+using GoldenDense = Model<2, 32, 4, false, Knobs<2>>;
+using GoldenMoE = Model<2, 32, 4, true, Knobs<2, 36>>;
+
+}  // namespace
+
+TEST_CASE("dense model: logits, loss and every gradient match PyTorch") {
+    check_forward_backward<GoldenDense>("tiny_dense.safetensors");
+}
+
+TEST_CASE("MoE model: logits, losses (ce + aux) and every gradient match PyTorch") {
+    check_forward_backward<GoldenMoE>("tiny_moe.safetensors");
+}
+
+TEST_CASE("dense model: three clipped AdamW steps match PyTorch") { check_adamw_steps<GoldenDense>("tiny_dense.safetensors"); }
+
+TEST_CASE("MoE model: three clipped AdamW steps match PyTorch") { check_adamw_steps<GoldenMoE>("tiny_moe.safetensors"); }
+
+TEST_CASE("model policy: MiniMind's FFN rule and the presets' sizes") {
+    CHECK(MiniMind2Small::ffn == 1408);
+    CHECK(GPT2Small::ffn == 2048);
+    CHECK(GoldenDense::ffn == 128);
+    Transformer<MiniMind2Small> mm(ModelConfig{6400, 64});
+    // embedding 6400*512 + 8 layers x (q 512*512 + k, v 2*128*512 + o 512*512 + MLP 3*512*1408 + 2 norms 512)
+    // + final norm 512: MiniMind reports 25.83M for MiniMind2-Small.
+    CHECK(mm.params().count() == 6400 * 512 + 8 * (2 * 512 * 512 + 2 * 128 * 512 + 3 * 512 * 1408 + 2 * 512) + 512);
+    CHECK(mm.params().count() == 25'829'888);
+}
