@@ -4,6 +4,10 @@
 #include <cstdlib>
 #include <new>
 
+#include <minitrain/nn/transformer.hpp>
+#include <minitrain/optim/adamw.hpp>
+#include <minitrain/optim/clip.hpp>
+
 #include "support/gradcheck.hpp"
 
 namespace {
@@ -67,4 +71,39 @@ TEST_CASE("steady-state forward + backward of a residual MLP stack allocates not
     long before = g_allocations;
     for (int i = 0; i < 5; ++i) step();
     CHECK(g_allocations - before == 0);
+}
+
+namespace {
+/// Full training steps of a model: forward, backward, clipping, AdamW. Returns heap allocations made
+/// by the steps after the warm-up ones.
+template <class Net>
+long allocations_in_steady_training_steps() {
+    Transformer<Net> model(ModelConfig{97, 32});
+    model.init(1);
+    Optimizer<AdamW> opt(model.params());
+    Rng rng{2};
+    auto ids = randint({3, 32}, rng, 0, 97), targets = randint({3, 32}, rng, 0, 97);
+    targets.data<std::int32_t>()[5] = -100;
+    Graph<CPU> g;
+    auto step = [&] {
+        g.reset();
+        model.params().zero_grad();
+        auto out = model.forward(g, ids, &targets.tensor());
+        g.backward(*out.loss);
+        clip_grad_norm(model.params(), 1.0);
+        opt.step(1e-3);
+    };
+    for (int warm = 0; warm < 3; ++warm) step();
+    long before = g_allocations;
+    for (int i = 0; i < 3; ++i) step();
+    return g_allocations - before;
+}
+}  // namespace
+
+TEST_CASE("steady-state training step of the dense model allocates nothing") {
+    CHECK(allocations_in_steady_training_steps<Model<2, 64, 4, false, Knobs<2>>>() == 0);
+}
+
+TEST_CASE("steady-state training step of the MoE model allocates nothing") {
+    CHECK(allocations_in_steady_training_steps<Model<2, 64, 4, true, Knobs<2>>>() == 0);
 }

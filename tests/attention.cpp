@@ -117,7 +117,8 @@ TEST_CASE("attention: decoding against a KV cache reads only the valid rows and 
 
         // The same queries as the last rows of a training-style pass over the 9 valid positions.
         const Case full{2, 9, 9, 9, 4, 2, 6};
-        Inputs all{randn({2, 9, 4, 6}, rng), Buffer<CPU>({2, 9, 2, 6}, DType::f64), Buffer<CPU>({2, 9, 2, 6}, DType::f64)};
+        Inputs all{randn({2, 9, 4, 6}, rng), Buffer<CPU>({2, 9, 2, 6}, DType::f64),
+                   Buffer<CPU>({2, 9, 2, 6}, DType::f64)};
         for (int b = 0; b < 2; ++b) {
             for (int i = 0; i < 9 * 2 * 6; ++i) {
                 all.k.data<double>()[b * 9 * 12 + i] = in.k.data<double>()[b * 12 * 12 + i];
@@ -198,7 +199,8 @@ TEST_CASE("attention: the kernel honours each flag when dq, dk and dv share one 
     const Shape s{2, 70, 2, 3};
     auto x = randn(s, rng), dout = randn(s, rng);
     const double scale = 0.7;
-    Buffer<CPU> out(s, DType::f64), lse({2, 2, 70}, DType::f64), fwd(attention_scratch_shape(CPU{}, x, x, false), DType::f64);
+    Buffer<CPU> out(s, DType::f64), lse({2, 2, 70}, DType::f64);
+    Buffer<CPU> fwd(attention_scratch_shape(CPU{}, x, x, false), DType::f64);
     Buffer<CPU> bwd(attention_scratch_shape(CPU{}, x, x, true), DType::f64);
     attention_forward(CPU{}, out, lse, x, x, x, -1, scale, fwd);
     std::vector<double> want(std::size_t(x.tensor().numel()), 0.0);

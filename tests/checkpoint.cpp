@@ -569,17 +569,42 @@ TEST_CASE("checkpoint: SGD with momentum round trip, and optimizer mismatches ar
     c.init(53);
     const auto before = bytes_of(c.params().data());
 
-    SUBCASE("another algorithm") {
+    // Each of these fails before anything is copied (checked against `before` at the end).
+    {
+        INFO("another algorithm");
         Optimizer<AdamW> adam(c.params());
         std::string e = error_of([&] { load_checkpoint(dir, c, adam); });
         CHECK(e == state_file + ": optimizer.algorithm is \"sgd\", the optimizer being restored is \"adamw\"");
+        CHECK(bytes_of(adam.state()[0].second) == std::vector<char>(adam.state()[0].second.bytes(), 0));
     }
-    SUBCASE("SGD without momentum has no momentum buffer") {
+    {
+        INFO("SGD without momentum has no momentum buffer");
         Optimizer<SGD> plain(c.params());
         std::string e = error_of([&] { load_checkpoint(dir, c, plain); });
         CHECK(contains(e, state_file + ": unexpected tensor \"optimizer.momentum_buffer\""));
     }
-    SUBCASE("a checkpoint without momentum into SGD with momentum") {
+    {
+        INFO("other trainable parameters");
+        Transformer<TinyMoEModel> f(tiny_rc);
+        f.params().freeze([](const Parameter& p) { return p.name.find("embed_tokens") != std::string::npos; });
+        Optimizer<SGD> frozen(f.params(), so);
+        std::string e = error_of([&] { load_checkpoint(dir, f, frozen); });
+        CHECK(contains(e, state_file + ": tensor \"optimizer.momentum_buffer\" has shape ("));
+        CHECK(frozen.steps() == 0);
+    }
+    {
+        INFO("weights of another model: caught by the optimizer slab's shape, before the weights");
+        Transformer<TinyModel> dense(tiny_rc);
+        Optimizer<SGD> o(dense.params(), so);
+        CHECK(contains(error_of([&] { load_checkpoint(dir, dense, o); }), "tensor \"optimizer.momentum_buffer\" has shape"));
+    }
+    {
+        INFO("not a folder");
+        Optimizer<SGD> o(c.params(), so);
+        CHECK(error_of([&] { load_checkpoint(tmp / "nope", c, o); }) == (tmp / "nope").string() + ": no such checkpoint folder");
+    }
+    {
+        INFO("a checkpoint without momentum into SGD with momentum");
         Optimizer<SGD> plain(a.params());
         save_checkpoint(dir, a, plain, st);
         Optimizer<SGD> with(c.params(), so);
@@ -587,27 +612,11 @@ TEST_CASE("checkpoint: SGD with momentum round trip, and optimizer mismatches ar
         CHECK(contains(e, state_file + ": missing tensor \"optimizer.momentum_buffer\""));
         CHECK(bytes_of(with.state()[0].second) == std::vector<char>(with.state()[0].second.bytes(), 0));
     }
-    SUBCASE("other trainable parameters") {
-        c.params().freeze([](const Parameter& p) { return p.name.find("embed_tokens") != std::string::npos; });
-        Optimizer<SGD> frozen(c.params(), so);
-        std::string e = error_of([&] { load_checkpoint(dir, c, frozen); });
-        CHECK(contains(e, state_file + ": tensor \"optimizer.momentum_buffer\" has shape ("));
-        CHECK(frozen.steps() == 0);
-    }
-    SUBCASE("no training state") {
+    {
+        INFO("no training state");
         fs::remove(dir / "training_state.safetensors");
         Optimizer<SGD> o(c.params(), so);
-        CHECK(contains(error_of([&] { load_checkpoint(dir, c, o); }), state_file));
-    }
-    SUBCASE("not a folder") {
-        Optimizer<SGD> o(c.params(), so);
-        CHECK(error_of([&] { load_checkpoint(tmp / "nope", c, o); }) == (tmp / "nope").string() + ": no such checkpoint folder");
-    }
-    SUBCASE("weights of another model") {
-        Transformer<TinyModel> dense(tiny_rc);
-        Optimizer<SGD> o(dense.params(), so);
-        std::string e = error_of([&] { load_checkpoint(dir, dense, o); });
-        CHECK(contains(e, "tensor \"optimizer.momentum_buffer\" has shape"));  // caught before the weights
+        CHECK(contains(error_of([&] { load_checkpoint(dir, c, o); }), state_file + ": cannot open"));
     }
     CHECK(bytes_of(c.params().data()) == before);
 }
@@ -705,42 +714,35 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
             targets.data<std::int32_t>()[b * 7 + t] = t < 6 ? ids.data<std::int32_t>()[b * 7 + t + 1] : -100;
         }
 
-    // The three runs in parallel (each pays torch's import): eval of our dense folder, of our MoE folder,
-    // and `init` of a PyTorch-written folder followed by its eval.
-    auto q = [](const fs::path& p) { return "'" + p.string() + "'"; };
-    const std::string py = "'" + python + "' " + q(script);
-    const std::string eval_args = " --ids '" + ids_arg + "'";
-    const std::string init_args =
-        " --seed 5 --vocab_size 64 --hidden_size 32 --num_hidden_layers 2 --num_attention_heads 4"
-        " --num_key_value_heads 2 --max_position_embeddings 16";
-    const std::string cmd = "(" + py + " eval " + q(tmp / "dense") + eval_args + " > " + q(tmp / "dense.out") + " 2>&1 & " +
-                            py + " eval " + q(tmp / "moe") + eval_args + " > " + q(tmp / "moe.out") + " 2>&1 & (" + py +
-                            " init " + q(tmp / "torch") + init_args + " && " + py + " eval " + q(tmp / "torch") +
-                            eval_args + ") > " + q(tmp / "torch.out") + " 2>&1 & wait)";
-    run_python(cmd);
-    auto text = [&](const char* f) {
-        std::ifstream in(tmp / f);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
-    };
-    const std::string dense_out = text("dense.out");
-    if (contains(dense_out, "No module named 'torch'")) {
+    // One Python process runs the script's CLI four times through its main(argv), so torch is imported
+    // once: eval of our dense folder, eval of our MoE folder, `init` of a PyTorch-written folder, its eval.
+    // Each prints one JSON line.
+    const std::string ids_list = "'--ids', '" + ids_arg + "'";
+    std::ostringstream cmd;
+    cmd << "'" << python << "' -c \"import sys; sys.path.insert(0, '" << script.parent_path().string()
+        << "'); import minimind_ref as m; "
+        << "m.main(['eval', '" << (tmp / "dense").string() << "', " << ids_list << "]); "
+        << "m.main(['eval', '" << (tmp / "moe").string() << "', " << ids_list << "]); "
+        << "m.main(['init', '" << (tmp / "torch").string() << "', '--seed', '5', '--vocab_size', '64', "
+        << "'--hidden_size', '32', '--num_hidden_layers', '2', '--num_attention_heads', '4', "
+        << "'--num_key_value_heads', '2', '--max_position_embeddings', '16']); "
+        << "m.main(['eval', '" << (tmp / "torch").string() << "', " << ids_list << "])\" 2>&1";
+    const std::string out = run_python(cmd.str());
+    if (contains(out, "No module named 'torch'")) {
         MESSAGE("skipped: ", python, " has no torch module");
         return;
     }
-    // The last line of each output is the JSON result (`init` prints a line before `eval` does).
-    auto result = [&](const char* f) {
-        std::string s = text(f);
-        while (!s.empty() && s.back() == '\n') s.pop_back();
-        std::size_t nl = s.rfind('\n');
-        std::string last = nl == std::string::npos ? s : s.substr(nl + 1);
-        json j = json::parse(last, nullptr, false);
-        INFO(f, ": ", s);
-        REQUIRE_FALSE(j.is_discarded());
-        REQUIRE(j.contains("logits"));
-        return j;
-    };
+    std::vector<json> results;
+    {
+        std::istringstream lines(out);
+        for (std::string line; std::getline(lines, line);) {
+            json j = json::parse(line, nullptr, false);
+            if (!j.is_discarded() && j.is_object()) results.push_back(j);
+        }
+    }
+    INFO("python output: ", out);
+    REQUIRE(results.size() == 4);
+    for (int i : {0, 1, 3}) REQUIRE(results[std::size_t(i)].contains("logits"));
     auto flat = [](const json& logits) {
         std::vector<double> v;
         for (auto& row : logits)
@@ -758,11 +760,11 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
         check_close(got, want, 1e-4, 1e-4 * scale, std::string(what) + " logits");
         CHECK_MESSAGE(to_vector(out.ce->data)[0] == doctest::Approx(ref.at("ce_loss").get<double>()).epsilon(1e-5), what);
     };
-    compare(dense, result("dense.out"), "dense (ours, read by PyTorch)");
-    compare(moe, result("moe.out"), "MoE (ours, read by PyTorch)");
+    compare(dense, results[0], "dense (ours, read by PyTorch)");
+    compare(moe, results[1], "MoE (ours, read by PyTorch)");
 
     // The PyTorch-written folder (no "minitrain" key, its own key order and extras) loads here.
     Transformer<TinyModel> theirs(load_model_config(tmp / "torch"));
     load_pretrained(tmp / "torch", theirs);
-    compare(theirs, result("torch.out"), "dense (PyTorch's, read by us)");
+    compare(theirs, results[3], "dense (PyTorch's, read by us)");
 }

@@ -53,3 +53,11 @@ TEST_CASE("reshape: gradient passes through with the input's shape") {
         return linear(g, reshape(g, *v[0], Shape{3, 8}), *v[1]);
     });
 }
+
+TEST_CASE("the same Var twice in one op: add(x, x) and linear(x, x) get both gradient contributions") {
+    Rng rng{16};
+    auto x = randn({4, 4}, rng);
+    gradcheck({{&x}}, [](Graph<CPU>& g, std::vector<Var*>& v) -> Var& { return add(g, *v[0], *v[0]); });
+    gradcheck({{&x}}, [](Graph<CPU>& g, std::vector<Var*>& v) -> Var& { return linear(g, *v[0], *v[0]); });
+    gradcheck({{&x}}, [](Graph<CPU>& g, std::vector<Var*>& v) -> Var& { return matmul(g, *v[0], *v[0]); });
+}

@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "minitrain/backend/cpu/cpu.hpp"
+#include "minitrain/core/random.hpp"
 #include "minitrain/io/atomic_file.hpp"
 #include "minitrain/io/mmap.hpp"
 #include "minitrain/io/safetensors.hpp"
-#include "minitrain/backend/cpu/cpu.hpp"
-#include "minitrain/core/random.hpp"
 #include "minitrain/memory/arena.hpp"
 
 using namespace minitrain;

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "minitrain/data/shards.hpp"
-#include "minitrain/data/token_loader.hpp"
 #include "minitrain/backend/cpu/cpu.hpp"
 #include "minitrain/core/random.hpp"
+#include "minitrain/data/shards.hpp"
+#include "minitrain/data/token_loader.hpp"
 #include "minitrain/memory/arena.hpp"
 
 using namespace minitrain;

@@ -15,7 +15,12 @@
 #include <string>
 #include <vector>
 
-#include <minitrain/minitrain.hpp>
+// Only the graph and the CPU kernels: test files include the higher layers they exercise themselves,
+// which keeps each test executable's compile time down.
+#include <minitrain/autograd/graph.hpp>
+#include <minitrain/backend/cpu/ops.hpp>
+#include <minitrain/memory/parameters.hpp>
+#include <minitrain/ops/ops.hpp>
 
 namespace mt_test {
 

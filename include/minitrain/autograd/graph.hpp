@@ -32,7 +32,7 @@ public:
     using backend = Backend;
 
     explicit Graph(std::size_t data_bytes = 0, std::size_t grad_bytes = 0, std::uint64_t seed = 0)
-        : data_(data_bytes), grads_(grad_bytes), pool_(grads_) {
+        : data_(data_bytes), grads_(grad_bytes), pool_(grads_, host_) {
         rng_.seed = seed;
         tape_.reserve(256);
     }

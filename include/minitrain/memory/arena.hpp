@@ -5,15 +5,19 @@
 // second step on a steady-state step allocates nothing from the heap.
 //
 // GradPool: activation gradients are born during backward and die as soon as their producer's backward
-// has run; the pool recycles such buffers by exact byte size. Free lists are kept on the host, so the
-// same pool works for device memory.
+// has run; the pool recycles such buffers by size class. Free lists are kept on the host, so the same
+// pool works for device memory.
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <new>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "../backend/cpu/cpu.hpp"
 #include "../core/tensor.hpp"
 
 namespace minitrain {
@@ -61,10 +65,11 @@ public:
     /// a single block large enough for all of it.
     void reset() {
         if (blocks_.size() > 1) {
+            // A quarter of headroom: step sizes that depend on the data (MoE routing) then fit next time.
             std::size_t total = 0;
             for (auto& b : blocks_) total += b.size;
             release_all();
-            blocks_.push_back(make_block(total));
+            blocks_.push_back(make_block(total + total / 4));
         }
         if (!blocks_.empty()) blocks_.back().used = 0;
         in_use_ = waste_ = 0;
@@ -99,48 +104,61 @@ private:
 template <class Backend>
 class GradPool {
 public:
-    explicit GradPool(Arena<Backend>& arena) : arena_(arena) {}
+    /// Buffers come from `storage`; the free-list nodes live in `host`, so no list touches device memory
+    /// and none is ever heap-allocated. Both arenas are reset together with the pool.
+    GradPool(Arena<Backend>& storage, Arena<CPU>& host) : storage_(storage), host_(host) { heads_.fill(nullptr); }
 
     Tensor acquire(Shape shape, DType dtype) {
         Tensor t;
         t.shape = shape;
         t.dtype = dtype;
         t.device = Backend::device;
-        std::size_t bytes = t.bytes();
-        for (auto& b : buckets_)
-            if (b.bytes == bytes && !b.free.empty()) {
-                t.ptr = b.free.back();
-                b.free.pop_back();
-                return t;
-            }
-        t.ptr = arena_.allocate(bytes);
+        const int c = size_class(t.bytes());
+        if (Node* n = heads_[std::size_t(c)]) {
+            heads_[std::size_t(c)] = n->next;
+            t.ptr = n->ptr;
+            return t;
+        }
+        t.ptr = storage_.allocate(class_bytes(c));
         return t;
     }
 
     void release(const Tensor& t) {
-        std::size_t bytes = t.bytes();
-        for (auto& b : buckets_)
-            if (b.bytes == bytes) {
-                b.free.push_back(t.ptr);
-                return;
-            }
-        buckets_.push_back({bytes, {}});
-        buckets_.back().free.reserve(16);
-        buckets_.back().free.push_back(t.ptr);
+        const int c = size_class(t.bytes());
+        Node* n = new (host_.allocate(sizeof(Node), alignof(Node))) Node{t.ptr, heads_[std::size_t(c)]};
+        heads_[std::size_t(c)] = n;
     }
 
-    /// Forget every buffer (their arena is being reset); bucket capacity is kept for the next step.
-    void reset() {
-        for (auto& b : buckets_) b.free.clear();
+    /// Forget every buffer (their arena is being reset).
+    void reset() { heads_.fill(nullptr); }
+
+    /// Buffers are recycled by size class: 8 classes per power of two, so a buffer is at most 12.5%
+    /// larger than asked for, and data-dependent sizes (MoE experts' token counts) still find a free
+    /// buffer of their class instead of growing the arena every step.
+    static int size_class(std::size_t bytes) {
+        if (bytes <= 64) return 0;
+        const int e = int(std::bit_width(bytes - 1)) - 1;  // 2^e < bytes <= 2^(e+1)
+        if (e < 3) return 1;
+        const std::size_t step = std::size_t(1) << (e - 3);
+        const std::size_t s = (bytes - (std::size_t(1) << e) + step - 1) / step;  // 1..8
+        return 8 * e + int(s);
+    }
+    static std::size_t class_bytes(int c) {
+        if (c == 0) return 64;
+        if (c == 1) return 128;
+        const int e = (c - 1) / 8;
+        const std::size_t s = std::size_t(c - 8 * e);
+        return (std::size_t(1) << e) + s * (std::size_t(1) << (e - 3));
     }
 
 private:
-    struct Bucket {
-        std::size_t bytes;
-        std::vector<void*> free;
+    struct Node {
+        void* ptr;
+        Node* next;
     };
-    Arena<Backend>& arena_;
-    std::vector<Bucket> buckets_;
+    Arena<Backend>& storage_;
+    Arena<CPU>& host_;
+    std::array<Node*, 8 * 64 + 1> heads_;
 };
 
 /// An owning, backend-allocated tensor for data that outlives a step (batches, test inputs, caches).

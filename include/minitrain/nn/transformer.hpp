@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../autograd/graph.hpp"
+#include "../backend/cpu/ops.hpp"  // the default backend
 #include "../memory/parameters.hpp"
 #include "../ops/ops.hpp"
 #include "model.hpp"

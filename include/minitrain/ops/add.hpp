@@ -13,7 +13,9 @@ Var& add(Graph<B>& g, Var& a, Var& b) {
     add_forward(B{}, y.data, a.data, b.data);
     if (y.requires_grad)
         g.record({&y}, [pa = &a, pb = &b, py = &y](Graph<B>& g) {
-            add_backward(B{}, g.grad_of(*pa), g.grad_of(*pb), py->grad);
+            GradOut da = g.grad_of(*pa);  // in the order the kernel writes: add(x, x) must give 2 dy
+            GradOut db = g.grad_of(*pb);
+            add_backward(B{}, da, db, py->grad);
         });
     return y;
 }

@@ -15,7 +15,9 @@ Var& linear(Graph<B>& g, Var& x, Var& w) {
     linear_forward(B{}, y.data, x.data, w.data);
     if (y.requires_grad)
         g.record({&y}, [px = &x, pw = &w, py = &y](Graph<B>& g) {
-            linear_backward(B{}, g.grad_of(*px), g.grad_of(*pw), px->data, pw->data, py->grad);
+            GradOut dx = g.grad_of(*px);  // in the order the kernel writes (see ops/add.hpp)
+            GradOut dw = g.grad_of(*pw);
+            linear_backward(B{}, dx, dw, px->data, pw->data, py->grad);
         });
     return y;
 }
@@ -27,7 +29,9 @@ Var& matmul(Graph<B>& g, Var& a, Var& b) {
     matmul_forward(B{}, c.data, a.data, b.data);
     if (c.requires_grad)
         g.record({&c}, [pa = &a, pb = &b, pc = &c](Graph<B>& g) {
-            matmul_backward(B{}, g.grad_of(*pa), g.grad_of(*pb), pa->data, pb->data, pc->grad);
+            GradOut da = g.grad_of(*pa);
+            GradOut db = g.grad_of(*pb);
+            matmul_backward(B{}, da, db, pa->data, pb->data, pc->grad);
         });
     return c;
 }

@@ -123,7 +123,9 @@ Var& moe_combine(Graph<B>& g, Var& ye, Var& weights, const Tensor& slot) {
     moe_combine_forward(B{}, y.data, ye.data, weights.data, slot);
     if (y.requires_grad)
         g.record({&y}, [pye = &ye, pw = &weights, py = &y, slot](Graph<B>& g) {
-            moe_combine_backward(B{}, g.grad_of(*pye), g.grad_of(*pw), pye->data, pw->data, slot, py->grad);
+            GradOut dye = g.grad_of(*pye);
+            GradOut dw = g.grad_of(*pw);
+            moe_combine_backward(B{}, dye, dw, pye->data, pw->data, slot, py->grad);
         });
     return y;
 }

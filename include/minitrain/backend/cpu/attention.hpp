@@ -8,21 +8,23 @@
 // R = query rows per tile.
 //
 // q (B, Tq, H, D), k and v (B, Tk, KV, D) are what a linear projection gives, viewed: a head's rows are
-// H*D (or KV*D) elements apart, so Eigen reads them in place through strided maps. Query head h uses kv
-// head h / G. The queries are the last Tq positions of an L-long sequence: row i sits at position
+// H*D (or KV*D) elements apart, and cpu::gemm reads them in place with that row stride. Query head h
+// uses kv head h / G. The queries are the last Tq positions of an L-long sequence: row i sits at position
 // L - Tq + i and sees keys j <= L - Tq + i. Training has Tq = L = Tk; cached decoding has Tq = 1 (or a
 // few) and L <= Tk. Key rows at or past L are never read.
 //
 // Work is cut in tiles of R query rows of one (batch, head). A tile only multiplies against the keys its
 // last row can see, which skips about half of the flops under the causal mask, and its (R, keys) score
-// block lives in a per-thread scratch row handed in by the op. Every tile is computed the same way by
-// whichever thread takes it, so results do not depend on the thread count.
+// block lives in a per-thread scratch row handed in by the op (the kernel allocates nothing; cpu::gemm
+// packs into its own reused workspace). Every tile is computed the same way by whichever thread takes
+// it, so results do not depend on the thread count.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "cpu.hpp"
-#include "eigen.hpp"
+#include "gemm.hpp"
 
 namespace minitrain {
 
@@ -51,8 +53,8 @@ inline Dims dims(const Tensor& q, const Tensor& k, const Tensor& v, int kv_len, 
     MT_CHECK(d.KV > 0 && d.H % d.KV == 0, op, ": ", d.H, " query heads cannot be shared by ", d.KV, " kv heads");
     d.G = d.H / d.KV;
     d.L = kv_len < 0 ? d.Tk : kv_len;
-    MT_CHECK(d.Tq <= d.L && d.L <= d.Tk, op, ": kv_len ", d.L, " must lie between the ", d.Tq,
-             " query rows and the ", d.Tk, " key rows of k");
+    MT_CHECK(d.Tq <= d.L && d.L <= d.Tk, op, ": kv_len ", d.L, " must lie between the ", d.Tq, " query rows and the ",
+             d.Tk, " key rows of k");
     d.first_pos = d.L - d.Tq;
     return d;
 }
@@ -66,22 +68,9 @@ inline int thread_id() {
 }
 
 template <class T>
-using Rows = Eigen::Map<MatrixRM<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <class T>
-using ConstRows = Eigen::Map<const MatrixRM<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-
-/// `rows` rows of one head, `stride` elements apart (H*D for q, KV*D for k and v).
-template <class T>
-Rows<T> rows(T* p, std::int64_t rows, std::int64_t cols, std::int64_t stride) {
-    return Rows<T>(p, rows, cols, Eigen::OuterStride<>(stride));
-}
-template <class T>
-ConstRows<T> rows(const T* p, std::int64_t rows, std::int64_t cols, std::int64_t stride) {
-    return ConstRows<T>(p, rows, cols, Eigen::OuterStride<>(stride));
-}
-
-template <class T>
 using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 /// One score row s (n keys computed, the first `see` visible) becomes probabilities in place; masked
 /// entries become 0 so that the P V product can run over all n columns. Returns the log-sum-exp.
@@ -108,8 +97,9 @@ void probability_row(T* s, std::int64_t n, std::int64_t see, T scale, T lse) {
 /// Zero the Tk rows of one head of a (B, Tk, heads, D) gradient.
 template <class T>
 void zero_head(const Tensor& t, std::int64_t b, std::int64_t head) {
-    const std::int64_t T_ = t.shape[1], heads = t.shape[2], D = t.shape[3];
-    rows(t.data<T>() + (b * T_ * heads + head) * D, T_, D, heads * D).setZero();
+    const std::int64_t rows = t.shape[1], heads = t.shape[2], D = t.shape[3];
+    T* p = t.data<T>() + (b * rows * heads + head) * D;
+    for (std::int64_t r = 0; r < rows; ++r) std::fill_n(p + r * heads * D, D, T(0));
 }
 
 }  // namespace cpu::attn
@@ -128,8 +118,7 @@ inline void attention_check_scratch(const Tensor& scratch, const Tensor& q, cons
     const Shape need = attention_scratch_shape(CPU{}, q, k, backward, 1);
     MT_CHECK(scratch.shape.rank == 2 && scratch.shape[0] >= 1 && scratch.shape[1] >= need[1], op,
              ": scratch must be (threads, ", need[1], "), found ", scratch.shape);
-    MT_CHECK(scratch.dtype == q.dtype, op, ": scratch is ", dtype_name(scratch.dtype), ", q is ",
-             dtype_name(q.dtype));
+    MT_CHECK(scratch.dtype == q.dtype, op, ": scratch is ", dtype_name(scratch.dtype), ", q is ", dtype_name(q.dtype));
 }
 
 /// out = softmax(scale q k^T + causal mask) v, and lse = the log-sum-exp of each query row's scaled scores.
@@ -145,8 +134,8 @@ inline void attention_forward(CPU, const Tensor& out, const Tensor& lse, const T
     dispatch_floating(q.dtype, "attention", [&]<class T>() {
         using namespace cpu::attn;
         const T *Q = q.data<T>(), *K = k.data<T>(), *V = v.data<T>();
-        T *O = out.data<T>(), *LSE = lse.data<T>(), *S0 = scratch.data<T>();
-        const std::int64_t qs = d.H * d.D, ks = d.KV * d.D, per_thread = scratch.shape[1];
+        T *O = out.data<T>(), *LSE = lse.data<T>();
+        const std::int64_t qs = d.H * d.D, ks = d.KV * d.D;  // row strides of q (and out), k and v
         const std::int64_t heads = d.B * d.H, items = d.tiles() * heads;
 #pragma omp parallel for schedule(dynamic) num_threads(int(scratch.shape[0]))
         for (std::int64_t it = 0; it < items; ++it) {
@@ -155,16 +144,11 @@ inline void attention_forward(CPU, const Tensor& out, const Tensor& lse, const T
             const std::int64_t i0 = tile * tile_rows, R = std::min(tile_rows, d.Tq - i0);
             const std::int64_t nk = d.first_pos + i0 + R;  // keys visible to the tile's last row
             const std::int64_t q_off = ((b * d.Tq + i0) * d.H + h) * d.D, kv_off = (b * d.Tk * d.KV + h / d.G) * d.D;
-            auto Qt = rows(Q + q_off, R, d.D, qs);    // (R, D)
-            auto Kt = rows(K + kv_off, nk, d.D, ks);  // (nk, D)
-            auto Vt = rows(V + kv_off, nk, d.D, ks);  // (nk, D)
-            auto Ot = rows(O + q_off, R, d.D, qs);    // (R, D)
-            T* S = S0 + thread_id() * per_thread;
-            auto St = rows(S, R, nk, nk);  // (R, nk) scores, then probabilities
-            St.noalias() = Qt * Kt.transpose();
+            T* S = scratch.data<T>() + thread_id() * scratch.shape[1];  // (R, nk) scores, then probabilities
+            cpu::gemm<T>(false, true, R, nk, d.D, Q + q_off, qs, K + kv_off, ks, S, nk, false);
             for (std::int64_t r = 0; r < R; ++r)
                 LSE[(b * d.H + h) * d.Tq + i0 + r] = softmax_row(S + r * nk, nk, d.first_pos + i0 + r + 1, T(scale));
-            Ot.noalias() = St * Vt;
+            cpu::gemm<T>(false, false, R, d.D, nk, S, nk, V + kv_off, ks, O + q_off, qs, false);
         }
     });
 }
@@ -177,8 +161,8 @@ inline void attention_forward(CPU, const Tensor& out, const Tensor& lse, const T
 /// dq (B, Tq, H, D)  dk, dv (B, Tk, KV, D)  out, dout (B, Tq, H, D)  lse (B, H, Tq)  scratch (threads, 2*R*Tk).
 /// Rows of dk, dv at or past kv_len get zero (or are left alone when accumulating).
 inline void attention_backward(CPU, GradOut dq, GradOut dk, GradOut dv, const Tensor& q, const Tensor& k,
-                               const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& dout,
-                               int kv_len, double scale, const Tensor& scratch) {
+                               const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& dout, int kv_len,
+                               double scale, const Tensor& scratch) {
     const cpu::attn::Dims d = cpu::attn::dims(q, k, v, kv_len, "attention_backward");
     check_same(out, q, "attention_backward", "output", "q");
     check_same(dout, q, "attention_backward", "output gradient", "q");
@@ -194,9 +178,8 @@ inline void attention_backward(CPU, GradOut dq, GradOut dk, GradOut dv, const Te
         using namespace cpu::attn;
         const T *Q = q.data<T>(), *K = k.data<T>(), *V = v.data<T>(), *O = out.data<T>(), *dO = dout.data<T>();
         const T* LSE = lse.data<T>();
-        T* S0 = scratch.data<T>();
-        const std::int64_t qs = d.H * d.D, ks = d.KV * d.D, per_thread = scratch.shape[1];
-        const std::int64_t Rmax = d.rows();
+        T *dQ = dq ? dq.t.data<T>() : nullptr, *dK = dk ? dk.t.data<T>() : nullptr, *dV = dv ? dv.t.data<T>() : nullptr;
+        const std::int64_t qs = d.H * d.D, ks = d.KV * d.D;  // row strides of q (and out, dout), k and v
 #pragma omp parallel for schedule(dynamic) num_threads(int(scratch.shape[0]))
         for (std::int64_t it = 0; it < d.B * d.KV; ++it) {
             const std::int64_t b = it / d.KV, g = it % d.KV;
@@ -205,37 +188,31 @@ inline void attention_backward(CPU, GradOut dq, GradOut dk, GradOut dv, const Te
             if (dv && !dv.accumulate) zero_head<T>(dv.t, b, g);
             if (dq_shared && !dq.accumulate)
                 for (std::int64_t h = g * d.G; h < (g + 1) * d.G; ++h) zero_head<T>(dq.t, b, h);
-            T* P = S0 + thread_id() * per_thread;  // (R, nk) probabilities
-            T* dS = P + Rmax * d.Tk;                // (R, nk) their gradient, then the scores' gradient
+            T* P = scratch.data<T>() + thread_id() * scratch.shape[1];  // (R, nk) probabilities
+            T* dS = P + d.rows() * d.Tk;  // (R, nk) their gradient, then the scores' gradient
             const std::int64_t kv_off = (b * d.Tk * d.KV + g) * d.D;
             for (std::int64_t h = g * d.G; h < (g + 1) * d.G; ++h)
                 for (std::int64_t i0 = 0; i0 < d.Tq; i0 += tile_rows) {
                     const std::int64_t R = std::min(tile_rows, d.Tq - i0), nk = d.first_pos + i0 + R;
                     const std::int64_t q_off = ((b * d.Tq + i0) * d.H + h) * d.D;
                     const T* lse_row = LSE + (b * d.H + h) * d.Tq + i0;
-                    auto Qt = rows(Q + q_off, R, d.D, qs);     // (R, D)
-                    auto Ot = rows(O + q_off, R, d.D, qs);     // (R, D)
-                    auto dOt = rows(dO + q_off, R, d.D, qs);   // (R, D)
-                    auto Kt = rows(K + kv_off, nk, d.D, ks);   // (nk, D)
-                    auto Vt = rows(V + kv_off, nk, d.D, ks);   // (nk, D)
-                    auto Pt = rows(P, R, nk, nk);              // (R, nk)
-                    auto dSt = rows(dS, R, nk, nk);            // (R, nk)
-                    Pt.noalias() = Qt * Kt.transpose();
+                    cpu::gemm<T>(false, true, R, nk, d.D, Q + q_off, qs, K + kv_off, ks, P, nk, false);
                     for (std::int64_t r = 0; r < R; ++r)
                         probability_row(P + r * nk, nk, d.first_pos + i0 + r + 1, T(scale), lse_row[r]);
-                    if (dv) rows(dv.t.data<T>() + kv_off, nk, d.D, ks).noalias() += Pt.transpose() * dOt;
+                    if (dv) cpu::gemm<T>(true, false, nk, d.D, R, P, nk, dO + q_off, qs, dV + kv_off, ks, true);
                     if (!dq && !dk) continue;
-                    dSt.noalias() = dOt * Vt.transpose();
+                    cpu::gemm<T>(false, true, R, nk, d.D, dO + q_off, qs, V + kv_off, ks, dS, nk, false);
                     for (std::int64_t r = 0; r < R; ++r) {
                         // rowsum(dP * P) = dout . out: the softmax Jacobian's shared term, from saved rows.
-                        const T delta = dOt.row(r).dot(Ot.row(r));
-                        dSt.row(r).array() = Pt.row(r).array() * (dSt.row(r).array() - delta) * T(scale);
+                        const T delta =
+                            (ConstVec<T>(dO + q_off + r * qs, d.D) * ConstVec<T>(O + q_off + r * qs, d.D)).sum();
+                        Vec<T> ds(dS + r * nk, nk);
+                        ds = Vec<T>(P + r * nk, nk) * (ds - delta) * T(scale);
                     }
-                    if (dq) {
-                        auto dQt = rows(dq.t.data<T>() + q_off, R, d.D, qs);
-                        cpu::assign_or_add(dQt, dSt * Kt, dq.accumulate || dq_shared);
-                    }
-                    if (dk) rows(dk.t.data<T>() + kv_off, nk, d.D, ks).noalias() += dSt.transpose() * Qt;
+                    if (dq)
+                        cpu::gemm<T>(false, false, R, d.D, nk, dS, nk, K + kv_off, ks, dQ + q_off, qs,
+                                     dq.accumulate || dq_shared);
+                    if (dk) cpu::gemm<T>(true, false, nk, d.D, R, dS, nk, Q + q_off, qs, dK + kv_off, ks, true);
                 }
         }
     });
