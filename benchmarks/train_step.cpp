@@ -133,6 +133,11 @@ double peak_rss_mib() {
     getrusage(RUSAGE_SELF, &u);
     return double(u.ru_maxrss) / 1024;  // Linux: KiB
 }
+long minor_faults() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_minflt;
+}
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     const std::size_t n = v.size();
@@ -164,9 +169,11 @@ int run_one(const Options& o, const Preset& p) {
 
     Graph<CPU> g(0, 0, /*seed=*/0);
     std::vector<double> times, cpu_share;
+    long faults = 0;  // minor page faults during the timed steps: memory first touched (or returned and retaken)
     double first_loss = 0, last_loss = 0;
     for (int step = 0; step < o.warmup + o.steps; ++step) {
         const double t0 = now_s(), c0 = process_cpu_s();
+        const long f0 = minor_faults();
         params.zero_grad();
         g.reset();
         auto out = model.forward(g, ids, &targets.tensor());
@@ -180,16 +187,17 @@ int run_one(const Options& o, const Preset& p) {
         if (step >= o.warmup) {
             times.push_back(dt);
             cpu_share.push_back((process_cpu_s() - c0) / (dt * o.threads));
+            faults += minor_faults() - f0;
         }
     }
     const double med = median(times);
     const double P = double(params.count());
     const char* wp = std::getenv("OMP_WAIT_POLICY");
     std::printf("minitrain %s: B=%d T=%d V=%d P=%.1fM threads=%d: %.1f tokens/s (median step %.1f ms), peak RSS %.1f "
-                "MiB (params+grads+adam %.1f MiB, activations+grads arena %.1f MiB), CPU share %.0f%%, load %.2f, "
-                "OMP_WAIT_POLICY=%s\n",
+                "MiB (params+grads+adam %.1f MiB, activations+grads arena %.1f MiB), %ld page faults/step, CPU share %.0f%%, "
+                "load %.2f, OMP_WAIT_POLICY=%s\n",
                 p.name, B, T, V, P / 1e6, o.threads, B * T / med, med * 1e3, peak_rss_mib(), 4 * 4 * P / 1048576,
-                double(g.peak_bytes()) / 1048576, 100 * median(cpu_share), load, wp ? wp : "default");
+                double(g.peak_bytes()) / 1048576, faults / o.steps, 100 * median(cpu_share), load, wp ? wp : "default");
     nlohmann::json j;
     j["impl"] = "minitrain";
     j["preset"] = p.name;
@@ -205,6 +213,7 @@ int run_one(const Options& o, const Preset& p) {
     j["cpu_share_median"] = std::round(median(cpu_share) * 100) / 100;
     j["peak_rss_mib"] = std::round(peak_rss_mib() * 10) / 10;
     j["arena_peak_mib"] = std::round(double(g.peak_bytes()) / 1048576 * 10) / 10;
+    j["page_faults_per_step"] = faults / o.steps;
     j["loss_first_last"] = {std::round(first_loss * 1e4) / 1e4, std::round(last_loss * 1e4) / 1e4};
     j["omp_wait_policy"] = wp ? wp : "default";
     j["loadavg"] = load;

@@ -73,6 +73,11 @@ std::vector<char> slurp(const fs::path& p) {
     return {std::istreambuf_iterator<char>(f), {}};
 }
 
+void write_bytes(const fs::path& p, const std::vector<char>& bytes) {
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
 void spit(const fs::path& p, const std::string& text) {
     std::ofstream f(p, std::ios::binary | std::ios::trunc);
     f << text;
@@ -233,7 +238,8 @@ TEST_CASE("config_mismatch: every architectural key is checked and named with bo
     CHECK(contains(config_mismatch<MoE>(dense), "use_moe is absent, which means false; the compiled model has true"));
     // The run-time sizes: the vocabulary must match, max_position_embeddings may differ either way.
     const ModelConfig other_vocab{100, 16}, longer{64, 1024}, shorter{64, 4};
-    CHECK(config_mismatch<TinyModel>(dense, &other_vocab) == "config.json: vocab_size is 64, the compiled model has 100");
+    CHECK(config_mismatch<TinyModel>(dense, &other_vocab) ==
+          "config.json: vocab_size is 64, the model's ModelConfig has 100");
     CHECK(config_mismatch<TinyModel>(dense, &longer).empty());
     CHECK(config_mismatch<TinyModel>(dense, &shorter).empty());
     CHECK(config_mismatch<TinyModel>(dense).empty());
@@ -274,7 +280,8 @@ TEST_CASE("config_mismatch: missing keys take HF's defaults; the sizes are requi
     CHECK(model_config_from(minimal).max_seq_len == 2048);
     json no_vocab = minimal;
     no_vocab.erase("vocab_size");
-    CHECK(contains(error_of([&] { model_config_from(no_vocab, "x/config.json"); }), "x/config.json: vocab_size is missing"));
+    CHECK(contains(error_of([&] { model_config_from(no_vocab, "x/config.json"); }),
+                   "x/config.json: vocab_size is missing"));
     json zero_vocab = minimal;
     zero_vocab["vocab_size"] = 0;
     CHECK(contains(error_of([&] { model_config_from(zero_vocab); }), "config.json: vocab_size is 0"));
@@ -305,7 +312,8 @@ TEST_CASE_TEMPLATE("save_pretrained / load_pretrained: a fresh model gets every 
     CHECK(st.size() == a.params().all().size());
     for (auto& p : a.params().all()) {
         CHECK(st.info(p.name).dtype == "F32");
-        CHECK(st.info(p.name).shape == std::vector<std::int64_t>(p.shape.dims.begin(), p.shape.dims.begin() + p.shape.rank));
+        CHECK(st.info(p.name).shape ==
+              std::vector<std::int64_t>(p.shape.dims.begin(), p.shape.dims.begin() + p.shape.rank));
     }
     CHECK_FALSE(st.contains("lm_head.weight"));
 
@@ -322,7 +330,7 @@ TEST_CASE_TEMPLATE("save_pretrained / load_pretrained: a fresh model gets every 
     CHECK(bytes_of(c.params().data()) == bytes_of(a.params().data()));
 }
 
-TEST_CASE("load_pretrained: every bad folder is an Error naming the file and the tensor or key; the model is untouched") {
+TEST_CASE("load_pretrained: a bad folder is an Error naming the file and the tensor or key; the model is untouched") {
     TempDir tmp;
     const fs::path dir = tmp / "model";
     Transformer<TinyModel> a(tiny_rc);
@@ -337,7 +345,7 @@ TEST_CASE("load_pretrained: every bad folder is an Error naming the file and the
     const auto before = bytes_of(b.params().data());
     auto load_error = [&] { return error_of([&] { load_pretrained(dir, b); }); };
     auto restore = [&] {
-        std::ofstream(weights, std::ios::binary | std::ios::trunc).write(good_weights.data(), std::streamsize(good_weights.size()));
+        write_bytes(weights, good_weights);
         spit(config, good_config);
     };
 
@@ -380,7 +388,7 @@ TEST_CASE("load_pretrained: every bad folder is an Error naming the file and the
         CHECK(contains(load_error(), "tensor \"model.norm.weight\" is F64, expected F32, BF16 or F16"));
     }
     SUBCASE("a truncated model.safetensors") {
-        std::ofstream(weights, std::ios::binary | std::ios::trunc).write(good_weights.data(), std::streamsize(good_weights.size() - 100));
+        write_bytes(weights, std::vector<char>(good_weights.begin(), good_weights.end() - 100));
         std::string e = load_error();
         CHECK(contains(e, weights.string()));
         CHECK(contains(e, "truncated"));
@@ -388,7 +396,7 @@ TEST_CASE("load_pretrained: every bad folder is an Error naming the file and the
     SUBCASE("a corrupted header") {
         auto bytes = good_weights;
         bytes[20] = '\x01';
-        std::ofstream(weights, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size()));
+        write_bytes(weights, bytes);
         CHECK(contains(load_error(), weights.string()));
     }
     SUBCASE("config.json is not JSON") {
@@ -409,7 +417,7 @@ TEST_CASE("load_pretrained: every bad folder is an Error naming the file and the
     SUBCASE("another vocabulary") {
         Transformer<TinyModel> v(ModelConfig{65, 16});
         std::string e = error_of([&] { load_pretrained(dir, v); });
-        CHECK(e == config.string() + ": vocab_size is 64, the compiled model has 65");
+        CHECK(e == config.string() + ": vocab_size is 64, the model's ModelConfig has 65");
     }
     SUBCASE("lm_head.weight: accepted when it equals the embedding, an Error otherwise") {
         auto t = named(a);
@@ -454,7 +462,8 @@ TEST_CASE("load_pretrained: BF16 weights are widened exactly") {
     std::size_t k = 0;
     bool same = true;
     for (auto& p : b.params().all()) {
-        for (std::int64_t i = 0; i < p.shape.numel(); ++i) same = same && p.var.data.data<float>()[i] == float(halves[k].data<bf16>()[i]);
+        for (std::int64_t i = 0; i < p.shape.numel(); ++i)
+            same = same && p.var.data.data<float>()[i] == float(halves[k].data<bf16>()[i]);
         ++k;
     }
     CHECK(same);
@@ -475,7 +484,7 @@ TEST_CASE("checkpoint: an AdamW run restored from a checkpoint continues bit for
     TrainingState st;
     st.epoch = 3;
     st.rng = Rng{0xfedcba9876543210ull, 0xfffffffffffffff0ull};  // 64-bit values that a double would round
-    st.data = {3, 1, 4, 0xffffffffffffff01ull};
+    st.data = TokenLoader::Position{3, 1, 4, 0xffffffffffffff01ull};
     st.world_size = 2;
     st.threads = 3;
     st.extra = {{"schedule", "cosine"}, {"warmup", 10}, {"lr", 0.01}};
@@ -527,10 +536,11 @@ TEST_CASE("checkpoint: an AdamW run restored from a checkpoint continues bit for
     CHECK(sb.micro_step == saved.micro_step);
     CHECK(sb.rng.seed == saved.rng.seed);
     CHECK(sb.rng.counter == saved.rng.counter);
-    CHECK(sb.data.epoch == 3);
-    CHECK(sb.data.shard == 1);
-    CHECK(sb.data.batch_in_shard == 4);
-    CHECK(sb.data.seed == 0xffffffffffffff01ull);
+    auto pos = sb.data.get<TokenLoader::Position>();
+    CHECK(pos.epoch == 3);
+    CHECK(pos.shard == 1);
+    CHECK(pos.batch_in_shard == 4);
+    CHECK(pos.seed == 0xffffffffffffff01ull);
     CHECK(sb.world_size == 2);
     CHECK(sb.threads == 3);
     CHECK(sb.extra == saved.extra);
@@ -596,12 +606,14 @@ TEST_CASE("checkpoint: SGD with momentum round trip, and optimizer mismatches ar
         INFO("weights of another model: caught by the optimizer slab's shape, before the weights");
         Transformer<TinyModel> dense(tiny_rc);
         Optimizer<SGD> o(dense.params(), so);
-        CHECK(contains(error_of([&] { load_checkpoint(dir, dense, o); }), "tensor \"optimizer.momentum_buffer\" has shape"));
+        CHECK(contains(error_of([&] { load_checkpoint(dir, dense, o); }),
+                       "tensor \"optimizer.momentum_buffer\" has shape"));
     }
     {
         INFO("not a folder");
         Optimizer<SGD> o(c.params(), so);
-        CHECK(error_of([&] { load_checkpoint(tmp / "nope", c, o); }) == (tmp / "nope").string() + ": no such checkpoint folder");
+        CHECK(error_of([&] { load_checkpoint(tmp / "nope", c, o); }) ==
+              (tmp / "nope").string() + ": no such checkpoint folder");
     }
     {
         INFO("a checkpoint without momentum into SGD with momentum");
@@ -710,7 +722,8 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
     for (int b = 0; b < 2; ++b)
         for (int t = 0; t < 7; ++t) {
             const int id = ids.data<std::int32_t>()[b * 7 + t];
-            ids_arg += (t ? "," : (b ? ";" : "")) + std::to_string(id);
+            if (t || b) ids_arg += t ? ',' : ';';
+            ids_arg += std::to_string(id);
             targets.data<std::int32_t>()[b * 7 + t] = t < 6 ? ids.data<std::int32_t>()[b * 7 + t + 1] : -100;
         }
 
@@ -758,7 +771,8 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
         double scale = 0;
         for (double x : want) scale = std::max(scale, std::abs(x));
         check_close(got, want, 1e-4, 1e-4 * scale, std::string(what) + " logits");
-        CHECK_MESSAGE(to_vector(out.ce->data)[0] == doctest::Approx(ref.at("ce_loss").get<double>()).epsilon(1e-5), what);
+        const double ce = ref.at("ce_loss").get<double>();
+        CHECK_MESSAGE(to_vector(out.ce->data)[0] == doctest::Approx(ce).epsilon(1e-5), what);
     };
     compare(dense, results[0], "dense (ours, read by PyTorch)");
     compare(moe, results[1], "MoE (ours, read by PyTorch)");

@@ -27,6 +27,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "../core/error.hpp"
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
@@ -188,5 +190,20 @@ private:
     std::vector<std::int32_t> shard_order_;  // (shards) dataset index of each step of the epoch (shuffle only)
     std::vector<std::int64_t> batch_order_;  // (slots of the current shard) slot of each step (shuffle only)
 };
+
+/// Positions travel in checkpoints as JSON; the seed as a decimal string so all 64 bits survive.
+inline void to_json(nlohmann::json& j, const TokenLoader::Position& p) {
+    j = {{"epoch", p.epoch}, {"shard", p.shard}, {"batch_in_shard", p.batch_in_shard}, {"seed", std::to_string(p.seed)}};
+}
+inline void from_json(const nlohmann::json& j, TokenLoader::Position& p) {
+    try {
+        p.epoch = j.at("epoch").get<std::int64_t>();
+        p.shard = j.at("shard").get<std::int64_t>();
+        p.batch_in_shard = j.at("batch_in_shard").get<std::int64_t>();
+        p.seed = std::stoull(j.at("seed").get<std::string>());
+    } catch (const std::exception& e) {
+        detail::fail("data position ", j.dump(), ": expected {epoch, shard, batch_in_shard, seed} (", e.what(), ")");
+    }
+}
 
 }  // namespace minitrain

@@ -59,7 +59,7 @@ struct TrainingState {
     std::int64_t epoch = 0;
     std::int64_t micro_step = 0;  // micro-batches consumed (gradient accumulation)
     Rng rng;                      // the run's random stream (dropout, sampling): seed and position
-    TokenLoader::Position data;   // where the next batch comes from
+    nlohmann::json data;          // where the next batch comes from: the task's Data::Position as JSON
     int world_size = 1;
     int threads = 1;
     nlohmann::json extra;         // free-form: schedule name and options, the run's config (the trainer fills it)
@@ -67,19 +67,17 @@ struct TrainingState {
 
 namespace detail {
 
-namespace fs = std::filesystem;
-
 inline const char* const config_file = "config.json";
 inline const char* const weights_file = "model.safetensors";
 inline const char* const state_file = "training_state.safetensors";
 inline const char* const state_metadata_key = "minitrain.training_state";
 
 /// Parses a JSON file; Error naming the file when it cannot be read or is not valid JSON.
-inline nlohmann::json read_json_file(const fs::path& path) {
+inline nlohmann::json read_json_file(const std::filesystem::path& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) {
         std::error_code ec;
-        const bool exists = fs::exists(path, ec);
+        const bool exists = std::filesystem::exists(path, ec);
         fail(path.string(), exists ? ": cannot open for reading" : ": no such file");
     }
     std::stringstream ss;
@@ -91,7 +89,7 @@ inline nlohmann::json read_json_file(const fs::path& path) {
     }
 }
 
-inline void write_json_file(const fs::path& path, const nlohmann::json& j) {
+inline void write_json_file(const std::filesystem::path& path, const nlohmann::json& j) {
     const std::string text = j.dump(2) + "\n";
     write_file_atomic(path, [&](std::ostream& os) { os.write(text.data(), std::streamsize(text.size())); });
 }
@@ -152,9 +150,9 @@ inline void check_loadable(const SafeTensors& st, const std::string& name, const
              exact_f32 ? "F32" : "F32, BF16 or F16");
 }
 
-inline bool regular_file(const fs::path& p) {
+inline bool regular_file(const std::filesystem::path& p) {
     std::error_code ec;
-    return fs::is_regular_file(p, ec);
+    return std::filesystem::is_regular_file(p, ec);
 }
 
 /// The step of a folder named exactly "step_<digits>", or -1.
@@ -171,46 +169,48 @@ inline std::int64_t step_of(const std::string& name) {
 /// Builds a folder atomically: `write` fills `<dir>.tmp-<pid>`, which is fsync'ed and renamed to `dir`;
 /// an existing `dir` is moved aside first and removed after. On failure the temporary folder is removed
 /// and `dir` is left as it was.
-inline void write_directory_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& write) {
+inline void write_directory_atomic(const std::filesystem::path& dir,
+                                   const std::function<void(const std::filesystem::path&)>& write) {
     MT_CHECK(!dir.empty() && dir.has_filename(), "write_directory_atomic: \"", dir.string(), "\" is not a folder path");
-    const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+    const std::filesystem::path parent = dir.has_parent_path() ? dir.parent_path() : std::filesystem::path(".");
     const std::string pid = std::to_string(::getpid());
-    fs::path tmp = dir, aside = dir;
+    std::filesystem::path tmp = dir, aside = dir;
     tmp += ".tmp-" + pid;
     aside += ".old-" + pid;
     std::error_code ec;
-    fs::create_directories(parent, ec);
+    std::filesystem::create_directories(parent, ec);
     if (ec) fail(parent.string(), ": cannot create folder: ", ec.message());
-    fs::remove_all(tmp, ec);  // our own leftover from an earlier failed attempt
-    fs::create_directory(tmp, ec);
+    std::filesystem::remove_all(tmp, ec);  // our own leftover from an earlier failed attempt
+    std::filesystem::create_directory(tmp, ec);
     if (ec) fail(tmp.string(), ": cannot create folder: ", ec.message());
     try {
         write(tmp);
         if (int err = fsync_directory(tmp)) fail(tmp.string(), ": cannot sync folder: ", errno_text(err));
     } catch (...) {
-        fs::remove_all(tmp, ec);
+        std::filesystem::remove_all(tmp, ec);
         throw;
     }
     bool moved_aside = false;
-    if (fs::exists(dir, ec)) {
-        fs::remove_all(aside, ec);
-        fs::rename(dir, aside, ec);
+    if (std::filesystem::exists(dir, ec)) {
+        std::filesystem::remove_all(aside, ec);
+        std::filesystem::rename(dir, aside, ec);
         if (ec) {
             std::string why = ec.message();
-            fs::remove_all(tmp, ec);
+            std::filesystem::remove_all(tmp, ec);
             fail(dir.string(), ": cannot move the existing folder aside to ", aside.string(), ": ", why);
         }
         moved_aside = true;
     }
-    fs::rename(tmp, dir, ec);
+    std::filesystem::rename(tmp, dir, ec);
     if (ec) {
         std::string why = ec.message();
-        if (moved_aside) fs::rename(aside, dir, ec);
-        fs::remove_all(tmp, ec);
+        if (moved_aside) std::filesystem::rename(aside, dir, ec);
+        std::filesystem::remove_all(tmp, ec);
         fail(dir.string(), ": cannot rename ", tmp.string(), " to it: ", why);
     }
-    if (int err = fsync_directory(parent)) fail(dir.string(), ": written, but syncing ", parent.string(), " failed: ", errno_text(err));
-    if (moved_aside) fs::remove_all(aside, ec);
+    if (int err = fsync_directory(parent))
+        fail(dir.string(), ": written, but syncing ", parent.string(), " failed: ", errno_text(err));
+    if (moved_aside) std::filesystem::remove_all(aside, ec);
 }
 
 /// Typed access to the training-state JSON, with errors naming the file and the key.
@@ -289,7 +289,8 @@ void load_pretrained(const std::filesystem::path& dir, Transformer<Net, Backend>
         if (name == "lm_head.weight") {
             const Parameter& emb = ps.find("model.embed_tokens.weight");
             detail::check_loadable(st, name, emb.shape, false, "the tied output head (= model.embed_tokens.weight)");
-            MT_CHECK(st.contains(emb.name), where, ": missing tensor \"", emb.name, "\" (expected shape ", emb.shape, ")");
+            MT_CHECK(st.contains(emb.name), where, ": missing tensor \"", emb.name, "\" (expected shape ", emb.shape,
+                     ")");
             detail::check_loadable(st, emb.name, emb.shape, false, "the model");
             std::vector<float> head(std::size_t(emb.shape.numel())), table(head.size());
             st.read_into(name, detail::host_f32(head.data(), emb.shape));
@@ -340,10 +341,7 @@ void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Ba
     meta["epoch"] = state.epoch;
     meta["micro_step"] = state.micro_step;
     meta["rng"] = {{"seed", std::to_string(state.rng.seed)}, {"counter", std::to_string(state.rng.counter)}};
-    meta["data"] = {{"epoch", state.data.epoch},
-                    {"shard", state.data.shard},
-                    {"batch_in_shard", state.data.batch_in_shard},
-                    {"seed", std::to_string(state.data.seed)}};
+    meta["data"] = state.data;
     meta["world_size"] = state.world_size;
     meta["threads"] = state.threads;
     const auto slabs = optimizer.state();
@@ -370,7 +368,8 @@ void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Ba
 
     detail::write_directory_atomic(dir, [&](const std::filesystem::path& tmp) {
         save_pretrained(tmp, model, tokens);
-        save_safetensors(tmp / detail::state_file, tensors, {{"format", "pt"}, {detail::state_metadata_key, meta.dump()}});
+        save_safetensors(tmp / detail::state_file, tensors,
+                         {{"format", "pt"}, {detail::state_metadata_key, meta.dump()}});
     });
 }
 
@@ -407,11 +406,7 @@ TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net,
     const auto& rng = sj.at(meta, "rng", "rng");
     s.rng.seed = sj.u64(rng, "seed", "rng.seed");
     s.rng.counter = sj.u64(rng, "counter", "rng.counter");
-    const auto& data = sj.at(meta, "data", "data");
-    s.data.epoch = sj.i64(data, "epoch", "data.epoch");
-    s.data.shard = sj.i64(data, "shard", "data.shard");
-    s.data.batch_in_shard = sj.i64(data, "batch_in_shard", "data.batch_in_shard");
-    s.data.seed = sj.u64(data, "seed", "data.seed");
+    s.data = sj.at(meta, "data", "data");
     s.world_size = int(sj.i64(meta, "world_size", "world_size"));
     s.threads = int(sj.i64(meta, "threads", "threads"));
     s.extra = meta.contains("extra") ? meta.at("extra") : nlohmann::json();
@@ -450,7 +445,8 @@ TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net,
 /// The complete checkpoints in <out_dir>/checkpoints (step_N folders holding config.json,
 /// model.safetensors and training_state.safetensors), by increasing step. Other entries (.tmp-/.old-
 /// folders, incomplete folders, files) are skipped.
-inline std::vector<std::pair<std::int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& out_dir) {
+inline std::vector<std::pair<std::int64_t, std::filesystem::path>> list_checkpoints(
+    const std::filesystem::path& out_dir) {
     namespace fs = std::filesystem;
     std::vector<std::pair<std::int64_t, fs::path>> out;
     const fs::path root = out_dir / "checkpoints";
@@ -459,7 +455,8 @@ inline std::vector<std::pair<std::int64_t, std::filesystem::path>> list_checkpoi
     for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
         const fs::path& p = it->path();
         const std::int64_t step = detail::step_of(p.filename().string());
-        if (step < 0 || !fs::is_directory(p, ec)) continue;
+        std::error_code entry_ec;  // an entry we cannot stat is skipped, not an error for the whole listing
+        if (step < 0 || !fs::is_directory(p, entry_ec)) continue;
         if (detail::regular_file(p / detail::config_file) && detail::regular_file(p / detail::weights_file) &&
             detail::regular_file(p / detail::state_file))
             out.emplace_back(step, p);

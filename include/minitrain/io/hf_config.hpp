@@ -35,11 +35,13 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -151,7 +153,8 @@ public:
         if (!got) return;  // not an integer: integer() recorded why
         if (*got != want) {
             if (absent)
-                fail_with(key, " is absent, which means ", *got, " (", fallback_note, "); the compiled model has ", want);
+                fail_with(key, " is absent, which means ", *got, " (", fallback_note, "); the compiled model has ",
+                          want);
             else
                 fail_with(key, " is ", *got, ", the compiled model has ", want);
         }
@@ -178,13 +181,14 @@ public:
         const nlohmann::json* v = find(key);
         bool got = fallback;
         if (v) {
-            if (!v->is_boolean()) return fail_with(key, " must be true or false, found ", v->type_name(), " ", v->dump());
+            if (!v->is_boolean())
+                return fail_with(key, " must be true or false, found ", v->type_name(), " ", v->dump());
             got = v->get<bool>();
         }
         if (got != want) {
             const char* g = got ? "true" : "false";
             const char* w = want ? "true" : "false";
-            std::string tail = what_model_has.empty() ? std::string() : std::string(" (") + std::string(what_model_has) + ")";
+            std::string tail = what_model_has.empty() ? std::string() : " (" + std::string(what_model_has) + ")";
             if (!v) return fail_with(key, " is absent, which means ", g, "; the compiled model has ", w, tail);
             fail_with(key, " is ", g, ", the compiled model has ", w, tail);
         }
@@ -257,7 +261,10 @@ std::string config_mismatch_at(const std::string& where, const nlohmann::json& c
         c.expect_bool("seq_aux", true, true, "minitrain implements the sequence-level balancing loss");
     }
     if (runtime) {
-        c.expect_int("vocab_size", runtime->vocab_size);
+        // Run-time sizes belong to the Transformer's ModelConfig, not to the compiled policy.
+        auto vocab = c.integer("vocab_size");
+        if (vocab && *vocab != runtime->vocab_size)
+            c.fail_with("vocab_size is ", *vocab, ", the model's ModelConfig has ", runtime->vocab_size);
         auto mp = c.integer("max_position_embeddings", 2048);
         if (mp && *mp < 1) c.fail_with("max_position_embeddings is ", *mp, ", it must be positive");
     }
@@ -280,7 +287,8 @@ inline ModelConfig model_config_from(const nlohmann::json& cfg, const std::strin
     detail::ConfigCheck c(where, cfg);
     auto vocab = c.integer("vocab_size");
     auto maxpos = c.integer("max_position_embeddings", 2048);
-    if (c.ok() && (*vocab < 1 || *vocab > std::numeric_limits<std::int32_t>::max())) c.fail_with("vocab_size is ", *vocab, ", expected a positive int");
+    if (c.ok() && (*vocab < 1 || *vocab > std::numeric_limits<std::int32_t>::max()))
+        c.fail_with("vocab_size is ", *vocab, ", expected a positive int");
     if (c.ok() && (*maxpos < 1 || *maxpos > std::numeric_limits<std::int32_t>::max()))
         c.fail_with("max_position_embeddings is ", *maxpos, ", expected a positive int");
     if (!c.ok()) throw Error(c.error());

@@ -262,8 +262,39 @@ struct BpeScratch {
     std::vector<std::uint64_t> heap;  // rank << 32 | position: a min-heap pops lowest rank, then leftmost
 };
 
+/// The merge of (a, b): rank << 32 | merged id, or ~0 when the pair has no merge (sorts last).
+inline std::uint64_t merge_of(const TokenizerData& d, std::int32_t a, std::int32_t b) {
+    const std::uint64_t* v = d.merge_map.find(pair_key(a, b));
+    return v ? *v : ~std::uint64_t(0);
+}
+
+/// bpe_word for short words: the ranks of the adjacent pairs sit in an array; each step merges the
+/// leftmost lowest-rank pair and looks up only the two pairs it changed. O(n^2) but with tiny constants.
+inline void bpe_word_short(const TokenizerData& d, std::string_view word, std::vector<std::int32_t>& out) {
+    constexpr int cap = 64;
+    std::int32_t id[cap];
+    std::uint64_t mg[cap];  // mg[i]: merge of (id[i], id[i+1])
+    int n = int(word.size());
+    for (int i = 0; i < n; ++i) id[i] = d.byte_id[std::uint8_t(word[std::size_t(i)])];
+    for (int i = 0; i + 1 < n; ++i) mg[i] = merge_of(d, id[i], id[i + 1]);
+    while (n > 1) {
+        int best = 0;
+        for (int i = 1; i + 1 < n; ++i)
+            if ((mg[i] >> 32) < (mg[best] >> 32)) best = i;
+        if (mg[best] == ~std::uint64_t(0)) break;
+        id[best] = std::int32_t(std::uint32_t(mg[best]));
+        for (int i = best + 1; i + 1 < n; ++i) id[i] = id[i + 1];
+        for (int i = best + 1; i + 2 < n; ++i) mg[i] = mg[i + 1];
+        --n;
+        if (best > 0) mg[best - 1] = merge_of(d, id[best - 1], id[best]);
+        if (best + 1 < n) mg[best] = merge_of(d, id[best], id[best + 1]);
+    }
+    out.insert(out.end(), id, id + n);
+}
+
 /// Appends the ids of one word (raw bytes, non-empty) to out.
 inline void bpe_word(const TokenizerData& d, std::string_view word, std::vector<std::int32_t>& out, BpeScratch& s) {
+    if (word.size() <= 64) return bpe_word_short(d, word, out);
     const int n = int(word.size());
     s.id.resize(std::size_t(n));
     s.prev.resize(std::size_t(n));
@@ -311,10 +342,10 @@ inline void bpe_word(const TokenizerData& d, std::string_view word, std::vector<
 /// its memory), so a long run sees no allocation once the buffers have grown.
 class WordCache {
 public:
-    static constexpr std::size_t slots = std::size_t(1) << 16;   // power of two
+    static constexpr std::size_t slots = std::size_t(1) << 17;   // power of two
     static constexpr std::size_t max_words = slots / 2;
     static constexpr std::size_t max_word_bytes = 256;            // longer words are not cached
-    static constexpr std::size_t max_key_bytes = std::size_t(4) << 20;
+    static constexpr std::size_t max_key_bytes = std::size_t(8) << 20;
 
     std::uint64_t owner = 0;  // TokenizerData::uid, 0 = unused
 

@@ -14,11 +14,16 @@
 #include "../data/shards.hpp"
 #include "../data/token_loader.hpp"
 #include "config.hpp"
+#include "objective.hpp"
 
 namespace minitrain {
 
 struct Pretrain {
     static constexpr const char* name = "pretrain";
+    class Data;
+    /// Next-token prediction on every position.
+    template <class Model>
+    using Objective = LanguageModeling<Model, Data>;
 
     class Data {
     public:

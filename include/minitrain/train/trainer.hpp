@@ -85,6 +85,7 @@ public:
     using Algo = typename detail::optimizer_algo<Opt>::type;
     using Optim = rebind_optimizer_t<Opt, Backend>;
     using Data = typename Task::Data;
+    using Objective = typename Task::template Objective<Model>;
 
     explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {
         validate();
@@ -98,18 +99,13 @@ public:
         }
         model_ = std::make_unique<Model>(ModelConfig{cfg_.vocab_size, cfg_.max_seq_len});
         model_->set_dropout(cfg_.dropout);
-        optim_ = std::make_unique<Optim>(model_->params(), detail::optimizer_options<Algo>(cfg_));
+        objective_ = std::make_unique<Objective>(cfg_, *model_);
+        optim_ = std::make_unique<Optim>(objective_->parameters(), detail::optimizer_options<Algo>(cfg_));
         total_steps_ = cfg_.max_steps > 0
                            ? cfg_.max_steps
                            : std::max<std::int64_t>(1, data_->batches_per_epoch() * cfg_.epochs / cfg_.accumulation_steps);
         sched_.emplace(make_schedule());
         graph_ = std::make_unique<Graph<Backend>>(0, 0, cfg_.seed);
-        ids_ = Buffer<CPU>(Shape{cfg_.batch_size, cfg_.max_seq_len}, DType::i32);
-        targets_ = Buffer<CPU>(Shape{cfg_.batch_size, cfg_.max_seq_len}, DType::i32);
-        if constexpr (Backend::device != Device::cpu) {
-            dev_ids_ = Buffer<Backend>(ids_.tensor().shape, DType::i32);
-            dev_targets_ = Buffer<Backend>(targets_.tensor().shape, DType::i32);
-        }
         start();
     }
 
@@ -123,24 +119,26 @@ public:
     double train_step() {
         timer_.start();
         double loss_sum = 0, aux_sum = 0;
-        model_->params().zero_grad();
+        std::int64_t tokens = 0;
+        ParameterSet<Backend>& trained = objective_->parameters();
+        trained.zero_grad();
         graph_->set_training(true);
         for (int micro = 0; micro < cfg_.accumulation_steps; ++micro) {
-            data_->next(ids_, targets_);
             graph_->reset();
-            auto out = model_->forward(*graph_, device(ids_, dev_ids_), &device(targets_, dev_targets_));
-            graph_->backward(*out.loss, 1.0 / cfg_.accumulation_steps);
-            loss_sum += scalar(out.loss->data);
-            if (out.aux) aux_sum += scalar(out.aux->data);
+            MicroResult r = objective_->train(*model_, *graph_, *data_);
+            graph_->backward(*r.loss, 1.0 / cfg_.accumulation_steps);
+            loss_sum += Objective::scalar(r.loss->data);
+            aux_sum += r.aux;
+            tokens += r.tokens;
         }
-        last_norm_ = clip_grad_norm(model_->params(), cfg_.grad_clip);
+        last_norm_ = clip_grad_norm(trained, cfg_.grad_clip);
         last_lr_ = (*sched_)(step_);
         optim_->step(last_lr_);
         ++step_;
         double seconds = timer_.stop();
         last_loss_ = loss_sum / cfg_.accumulation_steps;
         last_aux_ = aux_sum / cfg_.accumulation_steps;
-        last_tokens_per_s_ = double(tokens_per_step()) / seconds;
+        last_tokens_per_s_ = double(tokens) / seconds;
         after_step();
         return last_loss_;
     }
@@ -156,12 +154,10 @@ public:
         double nats = 0;
         std::int64_t tokens = 0;
         for (std::int64_t i = 0; i < n; ++i) {
-            data_->val_next(ids_, targets_);
             graph_->reset();
-            auto out = model_->forward(*graph_, device(ids_, dev_ids_), &device(targets_, dev_targets_));
-            std::int64_t counted = count_targets(targets_);
-            nats += scalar(out.ce->data) * double(counted);
-            tokens += counted;
+            EvalBatch e = objective_->eval(*model_, *graph_, *data_);
+            nats += e.nats;
+            tokens += e.tokens;
         }
         graph_->set_training(true);
         EvalResult r;
@@ -183,6 +179,7 @@ public:
     Model& model() { return *model_; }
     Optim& optimizer() { return *optim_; }
     Data& data() { return *data_; }
+    Objective& objective() { return *objective_; }
     const TrainConfig& config() const { return cfg_; }
     std::int64_t step() const { return step_; }
     std::int64_t total_steps() const { return total_steps_; }
@@ -190,7 +187,7 @@ public:
     double last_grad_norm() const { return last_norm_; }
     /// Turns token ids into text for samples; without it, samples print the ids.
     std::function<std::string(std::span<const std::int32_t>)> decode;
-    /// Prompt for samples (token ids); default: the first 8 tokens of the first validation batch.
+    /// Prompt for samples (token ids); default: the first 8 tokens of the latest batch.
     std::vector<std::int32_t> sample_prompt;
 
 private:
@@ -230,7 +227,7 @@ private:
             MT_CHECK(s.world_size == 1, latest->string(), ": the checkpoint was written by ", s.world_size,
                      " processes, this run has 1");
             step_ = s.step;
-            data_->seek(s.data);
+            data_->seek(s.data.get<typename Data::Position>());
             graph_->rng() = s.rng;
             say("resumed from ", latest->string(), " at step ", step_, "/", total_steps_);
         } else {
@@ -302,12 +299,8 @@ private:
     void log_sample() {
         std::vector<std::int32_t> prompt = sample_prompt;
         if (prompt.empty()) {
-            if (data_->has_val()) {
-                data_->val_reset();
-                data_->val_next(ids_, targets_);
-            }
-            const std::int32_t* row = ids_.data<std::int32_t>();
-            prompt.assign(row, row + std::min(8, cfg_.max_seq_len - 1));
+            auto p = objective_->sample_prompt(std::min(8, cfg_.max_seq_len - 1));
+            prompt.assign(p.begin(), p.end());
         }
         SampleOptions o;
         o.temperature = 0.8;
@@ -351,30 +344,6 @@ private:
         return std::int64_t(cfg_.batch_size) * cfg_.max_seq_len * cfg_.accumulation_steps;
     }
 
-    /// A host batch as the backend sees it: the host buffer itself on the CPU, a device copy otherwise.
-    const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) {
-        if constexpr (Backend::device == Device::cpu) {
-            (void)dev;
-            return host.tensor();
-        } else {
-            Backend::from_host(dev.tensor(), host.data<std::int32_t>());
-            return dev.tensor();
-        }
-    }
-
-    static double scalar(const Tensor& t) {
-        float v = 0;
-        Backend::to_host(&v, t);
-        return v;
-    }
-
-    static std::int64_t count_targets(const Buffer<CPU>& targets) {
-        std::int64_t n = 0;
-        const std::int32_t* t = targets.data<std::int32_t>();
-        for (std::int64_t i = 0; i < targets.tensor().numel(); ++i) n += t[i] != -100;
-        return n;
-    }
-
     template <class... Parts>
     void say(Parts&&... parts) const {
         if (cfg_.quiet) return;
@@ -387,12 +356,11 @@ private:
     TrainConfig cfg_;
     std::unique_ptr<Data> data_;
     std::unique_ptr<Model> model_;
+    std::unique_ptr<Objective> objective_;
     std::unique_ptr<Optim> optim_;
     std::optional<Sched> sched_;  // built once the step count is known
     std::unique_ptr<Graph<Backend>> graph_;
     std::unique_ptr<MetricsLog> metrics_;
-    Buffer<CPU> ids_, targets_;          // (B, T) i32 host batch
-    Buffer<Backend> dev_ids_, dev_targets_;  // the same on the device (non-CPU backends)
     StepTimer timer_;
     std::int64_t step_ = 0, total_steps_ = 0;
     double last_loss_ = 0, last_aux_ = 0, last_norm_ = 0, last_lr_ = 0, last_tokens_per_s_ = 0;

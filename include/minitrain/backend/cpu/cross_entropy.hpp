@@ -15,7 +15,6 @@
 #include <cstdint>
 
 #include "cpu.hpp"
-#include "eigen.hpp"
 
 namespace minitrain {
 
@@ -23,6 +22,8 @@ namespace cpu::xent {
 
 template <class T>
 using Row = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstRow = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 /// Checks shapes and that every target is a class or the ignore index (before any thread starts: an
 /// exception cannot leave an OpenMP region).
@@ -62,7 +63,7 @@ inline std::int64_t cross_entropy_forward(CPU, const Tensor& loss, const Tensor&
                 Ls[n] = LSE[n] = T(0);
                 continue;
             }
-            const auto x = cpu::xent::Row<T>(const_cast<T*>(X + n * V), V);
+            const cpu::xent::ConstRow<T> x(X + n * V, V);
             const T m = x.maxCoeff();  // shift by the max: exp never overflows, however large the logits
             LSE[n] = m + std::log((x - m).exp().sum());
             Ls[n] = LSE[n] - X[n * V + tgt[n]];
@@ -102,7 +103,7 @@ inline void cross_entropy_backward(CPU, GradOut dlogits, const Tensor& logits, c
                 if (!add) d.setZero();
                 continue;
             }
-            const auto x = cpu::xent::Row<T>(const_cast<T*>(X + n * V), V);
+            const cpu::xent::ConstRow<T> x(X + n * V, V);
             if (add)
                 d += (x - LSE[n]).exp() * s;
             else

@@ -1,0 +1,175 @@
+// pretrain: train a model on llm.c token shards, from scratch, from a model folder, or resuming a run.
+//
+//   pretrain --preset minimind2-small --train_data "data/train_*.bin" --val_data data/val_000000.bin
+//   pretrain --resume --out_dir out ...        continue from the latest checkpoint in out/checkpoints
+//   pretrain --init_from out/final ...         start from a model folder; its config.json picks the preset
+//
+// Every flag sets the TrainConfig field of the same name (train/config.hpp). --preset, --optimizer and
+// --schedule pick the Trainer's policies: Trainer<Net, Optimizer<Algo>, Schedule<Kind>, Pretrain>. The
+// preset and the optimizer are template arguments (5 x 2 Trainers compiled here); the schedule is picked
+// at run time through RuntimeSchedule below, which would otherwise multiply that by 4.
+// Try it without data: synthetic_shard --out_dir data, then the command it prints.
+#include <cstdio>
+#include <string>
+
+#include <minitrain/minitrain.hpp>
+#include <minitrain/util/flags.hpp>
+#include <minitrain/util/presets.hpp>
+
+using namespace minitrain;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A schedule kind that forwards to the kind chosen on the command line. A schedule is a pure function
+/// of (options, step), so a function pointer set once before the Trainer exists is all the state needed.
+struct RuntimeSchedule {
+    static constexpr std::string_view name = "runtime";
+    static inline double (*lr_of)(const ScheduleOptions&, std::int64_t) = nullptr;
+    static inline void (*validate_of)(const ScheduleOptions&) = nullptr;
+
+    static void validate(const ScheduleOptions& o) { validate_of(o); }
+    static double lr(const ScheduleOptions& o, std::int64_t step) { return lr_of(o, step); }
+
+    /// Selects the kind whose name is `kind` (one of schedule_names()).
+    static void choose(std::string_view kind) {
+        auto pick = [&]<class K>() {
+            if (K::name != kind) return false;
+            lr_of = &K::lr;
+            validate_of = &K::validate;
+            return true;
+        };
+        const bool found = pick.template operator()<Cosine>() || pick.template operator()<WarmupCosine>() ||
+                           pick.template operator()<WSD>() || pick.template operator()<Constant>();
+        MT_CHECK(found, "--schedule: unknown schedule '", kind, "'");
+    }
+    static std::vector<std::string> names() {
+        return {std::string(Cosine::name), std::string(WarmupCosine::name), std::string(WSD::name),
+                std::string(Constant::name)};
+    }
+};
+
+template <class... Parts>
+void say(Parts&&... parts) {
+    std::ostringstream os;
+    (os << ... << std::forward<Parts>(parts));
+    std::printf("pretrain: %s\n", os.str().c_str());
+    std::fflush(stdout);
+}
+
+template <ModelPolicy Net, class Algo>
+void train(const TrainConfig& cfg, std::string_view preset, std::string_view schedule) {
+    say("preset ", preset, " (", Net::layers, " layers x ", Net::hidden, ", ", Net::heads, " heads, ", Net::kv_heads,
+        " KV heads, FFN ", Net::ffn, Net::moe ? ", MoE" : "", "), optimizer ", Algo::name, ", schedule ", schedule);
+    Trainer<Net, Optimizer<Algo>, Schedule<RuntimeSchedule>, Pretrain> trainer(cfg);
+    trainer.fit();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        TrainConfig cfg;
+        std::string preset = "minimind2-small", optimizer = "adamw", schedule = "cosine";
+
+        Flags flags("pretrain",
+                    "Pretrain a decoder-only language model on llm.c token shards (train/val data as files or "
+                    "globs). Writes OUT_DIR/metrics.jsonl, resumable checkpoints in OUT_DIR/checkpoints, and the "
+                    "final model as a Hugging Face folder OUT_DIR/final.\n\nPresets:\n" +
+                        preset_descriptions());
+        flags.section("Model");
+        flags.bind_choice("preset", preset, preset_names(), "the architecture (see Presets above)");
+        flags.bind("init_from", cfg.init_from,
+                   "start from this model folder (config.json + model.safetensors); its config.json picks the preset");
+        flags.bind("dropout", cfg.dropout, "dropout probability");
+        flags.bind_choice("dtype", cfg.dtype, {"f32", "bf16", "fp16"}, "training precision (the CPU trains in f32)");
+        flags.bind("init_seed", cfg.init_seed, "seed of the random initialization");
+
+        flags.section("Data");
+        flags.bind("train_data", cfg.train_data, "token shard file or glob (required)");
+        flags.bind("val_data", cfg.val_data, "validation shard file or glob (none: no evaluation)");
+        flags.bind("vocab_size", cfg.vocab_size, "vocabulary size (from config.json with --init_from / --resume)");
+        flags.bind("batch_size", cfg.batch_size, "sequences per micro-batch");
+        flags.bind("max_seq_len", cfg.max_seq_len, "tokens per sequence");
+        flags.bind("shuffle", cfg.shuffle, "shuffle the batch order each epoch");
+        flags.bind("seed", cfg.seed, "seed of the data order and of dropout");
+
+        flags.section("Length");
+        flags.bind("epochs", cfg.epochs, "passes over the training data (when --max_steps is 0)");
+        flags.bind("max_steps", cfg.max_steps, "optimizer steps (> 0: wins over --epochs)");
+
+        flags.section("Optimizer");
+        flags.bind_choice("optimizer", optimizer, {"adamw", "sgd"}, "the update rule");
+        flags.bind("learning_rate", cfg.learning_rate, "peak learning rate");
+        flags.bind("weight_decay", cfg.weight_decay, "weight decay (AdamW: decoupled; SGD: L2)");
+        flags.bind("beta1", cfg.beta1, "AdamW beta1");
+        flags.bind("beta2", cfg.beta2, "AdamW beta2");
+        flags.bind("eps", cfg.eps, "AdamW epsilon");
+        flags.bind("momentum", cfg.momentum, "SGD momentum");
+        flags.bind("grad_clip", cfg.grad_clip, "clip the global gradient norm to this (<= 0: no clipping)");
+        flags.bind("accumulation_steps", cfg.accumulation_steps, "micro-batches per optimizer step");
+        flags.bind("total_batch_tokens", cfg.total_batch_tokens,
+                   "tokens per optimizer step (> 0: sets accumulation_steps = this / (batch_size x max_seq_len))");
+
+        flags.section("Schedule");
+        flags.bind_choice("schedule", schedule, RuntimeSchedule::names(),
+                          "cosine: MiniMind's, lr -> lr/10, no warmup; warmup_cosine: nanoGPT's, warmup then cosine to "
+                          "min_lr; wsd: warmup-stable-decay; constant");
+        flags.bind("warmup_steps", cfg.warmup_steps, "linear warmup steps (warmup_cosine, wsd)");
+        flags.bind("min_lr", cfg.min_lr, "warmup_cosine's floor (0: learning_rate / 10)");
+        flags.bind("warmdown_ratio", cfg.warmdown_ratio, "wsd: fraction of the steps spent decaying");
+        flags.bind("final_lr_frac", cfg.final_lr_frac, "wsd: lr multiplier at the last step");
+
+        flags.section("Logging, evaluation, checkpoints");
+        flags.bind("log_interval", cfg.log_interval, "print a progress line every this many steps (0: never)");
+        flags.bind("eval_interval", cfg.eval_interval, "evaluate every this many steps (0: at the end only)");
+        flags.bind("eval_batches", cfg.eval_batches, "validation batches per evaluation (0: all)");
+        flags.bind("sample_interval", cfg.sample_interval, "print a generated sample every this many steps (0: never)");
+        flags.bind("sample_tokens", cfg.sample_tokens, "tokens per sample");
+        flags.bind("save_interval", cfg.save_interval, "save a checkpoint every this many steps (0: at the end only)");
+        flags.bind("keep_last", cfg.keep_last, "checkpoints kept (<= 0: all)");
+        flags.bind("out_dir", cfg.out_dir, "where metrics, checkpoints and the final model go");
+        flags.bind("resume", cfg.resume, "continue from the latest checkpoint in out_dir (if there is one)");
+
+        flags.section("Run");
+        flags.bind("threads", cfg.threads, "CPU threads (0: OpenMP's default)");
+        flags.bind("quiet", cfg.quiet, "print nothing while training");
+        flags.parse(argc, argv);
+
+        // The model folder a run continues from decides the architecture and the vocabulary: the latest
+        // checkpoint when resuming, else --init_from.
+        fs::path source;
+        const char* source_flag = nullptr;
+        if (cfg.resume)
+            if (auto latest = latest_checkpoint(cfg.out_dir)) source = *latest, source_flag = "--resume";
+        if (source.empty() && !cfg.init_from.empty()) source = cfg.init_from, source_flag = "--init_from";
+        if (!source.empty()) {
+            const std::string from = preset_for_folder(source);
+            const ModelConfig mc = load_model_config(source);
+            if (flags.was_set("preset") && from != preset)
+                say(source_flag, ": ", (source / "config.json").string(), " describes preset ", from, "; overriding --preset ",
+                    preset);
+            else if (from != preset)
+                say(source_flag, ": preset ", from, " (from ", (source / "config.json").string(), ")");
+            MT_CHECK(!flags.was_set("vocab_size") || cfg.vocab_size == mc.vocab_size, "--vocab_size ", cfg.vocab_size,
+                     " disagrees with vocab_size ", mc.vocab_size, " in ", (source / "config.json").string(),
+                     " (the embedding's shape depends on it): leave --vocab_size out");
+            preset = from;
+            cfg.vocab_size = mc.vocab_size;
+        }
+        if (cfg.warmup_steps > 0 && (schedule == Cosine::name || schedule == Constant::name))
+            say("note: --schedule ", schedule, " has no warmup; --warmup_steps ", cfg.warmup_steps, " is ignored");
+
+        RuntimeSchedule::choose(schedule);
+        with_preset(preset, [&]<class Net>() {
+            if (optimizer == "sgd")
+                train<Net, SGD>(cfg, preset, schedule);
+            else
+                train<Net, AdamW>(cfg, preset, schedule);
+        });
+        return 0;
+    } catch (const std::exception& e) {  // minitrain::Error, and the standard library's (filesystem, memory)
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+}

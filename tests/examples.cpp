@@ -1,0 +1,124 @@
+// The preset registry the example programs share (util/presets.hpp): names to types, config.json to
+// names, and the error that says which field no preset has. Only Model policies and config checks are
+// instantiated here; the programs themselves are run end to end by tests/examples_e2e.cmake.
+#include <doctest/doctest.h>
+
+#include <minitrain/util/presets.hpp>
+
+using namespace minitrain;
+
+namespace {
+
+/// The config.json a preset writes (vocabulary and length are run-time sizes and do not matter).
+nlohmann::json config_of(std::string_view preset) {
+    nlohmann::json j;
+    with_preset(preset, [&]<class Net>() { j = hf_config<Net>(ModelConfig{1000, 256}); });
+    return j;
+}
+
+}  // namespace
+
+TEST_CASE("with_preset calls the lambda with the named preset's Model policy") {
+    auto shape = [](std::string_view name) {
+        std::vector<int> s;
+        with_preset(name, [&]<class Net>() { s = {Net::layers, Net::hidden, Net::heads, Net::kv_heads, int(Net::moe)}; });
+        return s;
+    };
+    CHECK(shape("tiny") == std::vector<int>{4, 128, 4, 2, 0});
+    CHECK(shape("test") == std::vector<int>{2, 32, 4, 2, 0});
+    CHECK(shape("minimind2-small") == std::vector<int>{8, 512, 8, 2, 0});
+    CHECK(shape("minimind2-small-moe") == std::vector<int>{8, 512, 8, 2, 1});
+    CHECK(shape("gpt2-small") == std::vector<int>{12, 768, 12, 12, 0});
+    int calls = 0;
+    CHECK_THROWS_WITH_AS(with_preset("huge", [&]<class>() { ++calls; }),
+                         "unknown preset \"huge\"; the compiled presets are tiny, test, minimind2-small, "
+                         "minimind2-small-moe, gpt2-small",
+                         Error);
+    CHECK(calls == 0);
+    CHECK(preset_names().size() == 5);
+    CHECK(preset_descriptions().find("minimind2-small-moe") != std::string::npos);
+}
+
+TEST_CASE("preset_for_config names the preset a config.json describes, whatever its vocabulary and length") {
+    for (const auto& name : preset_names()) {
+        INFO(name);
+        CHECK(preset_for_config(config_of(name)) == name);
+    }
+    // A hand-written MiniMind config: HF defaults fill what is absent (num_key_value_heads would default to
+    // num_attention_heads, so it must be given), and the vocabulary is another run-time size.
+    nlohmann::json j = {{"hidden_size", 512},     {"intermediate_size", 1408}, {"num_hidden_layers", 8},
+                        {"num_attention_heads", 8}, {"num_key_value_heads", 2}, {"vocab_size", 6400},
+                        {"rms_norm_eps", 1e-5},     {"rope_theta", 1e6},         {"use_moe", true}};
+    CHECK(preset_for_config(j) == "minimind2-small-moe");
+    j["use_moe"] = false;
+    CHECK(preset_for_config(j) == "minimind2-small");
+}
+
+TEST_CASE("a config.json that matches no preset: the field no preset has, with every preset's value") {
+    nlohmann::json j = config_of("minimind2-small");
+    j["num_hidden_layers"] = 6;
+    CHECK_THROWS_WITH_AS(preset_for_config(j, "run/final/config.json"),
+                         "run/final/config.json: num_hidden_layers is 6; no compiled preset has that (tiny has 4, "
+                         "test has 2, minimind2-small has 8, minimind2-small-moe has 8, gpt2-small has 12)",
+                         Error);
+
+    j = config_of("minimind2-small");
+    j["num_key_value_heads"] = 4;
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("config.json: num_key_value_heads is 4; no compiled preset "
+                                                                 "has that (tiny has 2, test has 2, minimind2-small has 2"),
+                         Error);
+
+    // A value some preset has, in a config that is closest to another preset: name the closest and the key.
+    j = config_of("minimind2-small");
+    j["num_hidden_layers"] = 2;  // test has 2 layers, but nothing else of test's
+    CHECK_THROWS_WITH_AS(preset_for_config(j),
+                         "config.json: no compiled preset matches; the closest is minimind2-small, where "
+                         "num_hidden_layers is 2, the compiled model has 8",
+                         Error);
+
+    // The MoE preset is closest to an MoE config; the field that differs is an MoE key.
+    j = config_of("minimind2-small-moe");
+    j["n_routed_experts"] = 8;
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("n_routed_experts is 8; no compiled preset has that "
+                                                                 "(tiny has no n_routed_experts"),
+                         Error);
+
+    // What no preset can fix (another architecture, a malformed value) is config_mismatch's own sentence.
+    j = config_of("test");
+    j["model_type"] = "gpt2";
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("model_type is \"gpt2\", minitrain implements only"), Error);
+    j = config_of("test");
+    j["model_type"] = "gpt2";
+    j["num_hidden_layers"] = 6;
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("model_type is \"gpt2\", minitrain implements only"), Error);
+    j = config_of("test");
+    j["hidden_size"] = "32";
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("hidden_size must be an integer"), Error);
+    j = config_of("test");
+    j.erase("num_hidden_layers");
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("num_hidden_layers is missing (it is required)"), Error);
+    j = config_of("minimind2-small-moe");
+    j["use_moe"] = false;
+    j["num_hidden_layers"] = 2;  // closest: minimind2-small (use_moe agrees), which differs in the layers only
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("the closest is minimind2-small, where num_hidden_layers"),
+                         Error);
+    CHECK_THROWS_WITH_AS(preset_for_config(nlohmann::json::array()), doctest::Contains("must be a JSON object"), Error);
+}
+
+TEST_CASE("preset_for_folder: reads DIR/config.json, and points at final/ or a checkpoint for a run folder") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("minitrain_presets_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir / "final");
+    {
+        std::ofstream(dir / "final" / "config.json") << config_of("tiny").dump();
+    }
+    CHECK(preset_for_folder(dir / "final") == "tiny");
+    CHECK_THROWS_WITH_AS(preset_for_folder(dir), doctest::Contains("config.json: no such file"), Error);
+    CHECK_THROWS_WITH_AS(preset_for_folder(dir), doctest::Contains("the run's final model is in"), Error);
+    {
+        std::ofstream(dir / "final" / "config.json") << "{ not json";
+    }
+    CHECK_THROWS_WITH_AS(preset_for_folder(dir / "final"), doctest::Contains("not valid JSON"), Error);
+    fs::remove_all(dir);
+}
