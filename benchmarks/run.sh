@@ -7,8 +7,8 @@
 # (default 600) for the 1-minute load average to drop below --max-load (default 2.5; the numbers are
 # wall-clock and a shared machine distorts them), then runs bench_ops and the bench_train_step driver
 # (minitrain and PyTorch alternating, --rounds times) and writes everything to BUILD_DIR/bench-<date>.log.
-# OMP_WAIT_POLICY: left as it is in the environment for bench_ops; the driver picks PASSIVE on a loaded
-# machine unless OMP_WAIT_POLICY is already set (see bench_train_step --help).
+# OMP_WAIT_POLICY: kept when set; otherwise PASSIVE for both programs (and both implementations) when the
+# load is still above --max-load after waiting, the runtimes' default otherwise.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,9 +36,15 @@ while awk -v l="$(load)" -v m="$max_load" 'BEGIN { exit !(l >= m) }' && [[ $wait
   sleep 10; waited=$((waited + 10))
 done
 
+# Still loaded: spinning OpenMP threads would burn the time slices the working threads need.
+if [[ -z "${OMP_WAIT_POLICY:-}" ]] && awk -v l="$(load)" -v m="$max_load" 'BEGIN { exit !(l >= m) }'; then
+  export OMP_WAIT_POLICY=PASSIVE
+fi
+
 log="$build/bench-$(date +%Y%m%d-%H%M%S).log"
 {
-  echo "# $(date -Is)  load $(cat /proc/loadavg)  (waited ${waited}s for load < $max_load)"
+  echo "# $(date -Is)  load $(cat /proc/loadavg)  (waited ${waited}s for load < $max_load)  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}"
+  echo "# git $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- include || echo ' + uncommitted changes under include/')"
   "$build/bench_ops" --threads "$threads"
   echo
   "$build/bench_train_step" --threads "$threads" --rounds "$rounds" $all

@@ -232,15 +232,24 @@ int run_preset(const Options& o) {
 
 // ---- the driver ---------------------------------------------------------------------------------
 
-/// Runs a command, returns the last line of its stdout that parses as a JSON object (null on failure).
-nlohmann::json run_json(const std::string& cmd) {
+double children_cpu_s() {
+    rusage u{};
+    getrusage(RUSAGE_CHILDREN, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+/// Runs a command, returns the last line of its stdout that parses as a JSON object (null on failure),
+/// with "process_cpu_share" added: the child's CPU time / (its wall time x threads), start-up included.
+nlohmann::json run_json(const std::string& cmd, int threads) {
     std::fprintf(stderr, "$ %s\n", cmd.c_str());
+    const double w0 = now_s(), c0 = children_cpu_s();
     FILE* f = popen(cmd.c_str(), "r");
     if (!f) return nullptr;
     std::string out;
     char buf[4096];
     while (std::fgets(buf, sizeof buf, f)) out += buf;
     const int rc = pclose(f);
+    const double share = (children_cpu_s() - c0) / ((now_s() - w0) * threads);
     nlohmann::json last = nullptr;
     std::stringstream ss(out);
     std::string line;
@@ -249,7 +258,11 @@ nlohmann::json run_json(const std::string& cmd) {
         auto j = nlohmann::json::parse(line, nullptr, false);
         if (!j.is_discarded()) last = j;
     }
-    if (rc != 0 || last.is_null()) std::fprintf(stderr, "command failed (status %d):\n%s\n", rc, out.c_str());
+    if (rc != 0 || last.is_null()) {
+        std::fprintf(stderr, "command failed (status %d):\n%s\n", rc, out.c_str());
+        return nullptr;
+    }
+    last["process_cpu_share"] = share;
     return last;
 }
 
@@ -317,11 +330,14 @@ int run_driver(Options o) {
     for (int r = 0; r < o.rounds; ++r)
         for (Row& row : rows) {
             nlohmann::json a = run_json(self_exe() + " --preset " + row.preset + common() + " --clip " +
-                                        std::to_string(o.clip) + " 2>&1");
+                                        std::to_string(o.clip) + " 2>&1",
+                                        o.threads);
             if (a.is_null()) return 1;
-            std::printf("  %-20s round %d minitrain %8.1f tokens/s  peak RSS %7.1f MiB  CPU share %3.0f%%  load %.2f\n",
+            std::printf("  %-20s round %d minitrain %8.1f tokens/s  peak RSS %7.1f MiB  CPU share %3.0f%% (steps), %3.0f%% "
+                        "(process)  load %.2f\n",
                         row.preset.c_str(), r + 1, a["tokens_per_s"].get<double>(), a["peak_rss_mib"].get<double>(),
-                        100 * a["cpu_share_median"].get<double>(), a["loadavg"].get<double>());
+                        100 * a["cpu_share_median"].get<double>(), 100 * a["process_cpu_share"].get<double>(),
+                        a["loadavg"].get<double>());
             row.ours.push_back(a["tokens_per_s"].get<double>());
             row.ours_rss = std::max(row.ours_rss, a["peak_rss_mib"].get<double>());
             row.ours_share += a["cpu_share_median"].get<double>() / o.rounds;
@@ -330,11 +346,14 @@ int run_driver(Options o) {
             row.load_max = std::max(row.load_max, a["loadavg"].get<double>());
             if (!torch) continue;
             nlohmann::json b = run_json("/usr/bin/python3 " + script + " --preset " + row.preset + common() +
-                                        " --clip " + std::to_string(o.clip) + " 2>/dev/null");
+                                        " --clip " + std::to_string(o.clip) + " 2>/dev/null",
+                                        o.threads);
             if (b.is_null()) return 1;
-            std::printf("  %-20s round %d pytorch   %8.1f tokens/s  peak RSS %7.1f MiB  sgemm %.1f GFLOP/s  load %.2f\n",
+            std::printf("  %-20s round %d pytorch   %8.1f tokens/s  peak RSS %7.1f MiB  CPU share       %3.0f%% "
+                        "(process)  load %.2f  sgemm %.1f GFLOP/s\n",
                         row.preset.c_str(), r + 1, b["tokens_per_s"].get<double>(), b["peak_rss_mib"].get<double>(),
-                        b["sgemm_gflops"].get<double>(), b["loadavg"].get<double>());
+                        100 * b["process_cpu_share"].get<double>(), b["loadavg"].get<double>(),
+                        b["sgemm_gflops"].get<double>());
             row.theirs.push_back(b["tokens_per_s"].get<double>());
             row.ratio.push_back(row.ours.back() / row.theirs.back());
             row.theirs_rss = std::max(row.theirs_rss, b["peak_rss_mib"].get<double>());

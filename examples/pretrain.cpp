@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
         flags.bind("init_seed", cfg.init_seed, "seed of the random initialization");
 
         flags.section("Data");
-        flags.bind("train_data", cfg.train_data, "token shard file or glob (required)");
+        flags.bind("train_data", cfg.train_data, "token shard file or glob");
         flags.bind("val_data", cfg.val_data, "validation shard file or glob (none: no evaluation)");
         flags.bind("vocab_size", cfg.vocab_size, "vocabulary size (from config.json with --init_from / --resume)");
         flags.bind("batch_size", cfg.batch_size, "sequences per micro-batch");
@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
         flags.section("Run");
         flags.bind("threads", cfg.threads, "CPU threads (0: OpenMP's default)");
         flags.bind("quiet", cfg.quiet, "print nothing while training");
+        flags.require("train_data");
         flags.parse(argc, argv);
 
         // The model folder a run continues from decides the architecture and the vocabulary: the latest

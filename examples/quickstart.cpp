@@ -76,9 +76,11 @@ int main() {
 
         if (step == 0) first = float(loss);
         last = float(loss);
+        // The arenas grow during the first step only: after it, a step allocates nothing.
         if (step % 50 == 0 || step == steps - 1)
             std::printf("step %4d  loss %.6f  (arena growths so far: %zu)\n", step, loss, g.arena_growths());
     }
-    std::printf("loss %.4f -> %.6f\n", first, last);
+    // The labels carry noise of standard deviation 0.01: no model gets below 1e-4.
+    std::printf("loss %.4f -> %.6f (noise floor 0.0001)\n", first, last);
     return last < 0.01f * first ? 0 : 1;
 }

@@ -124,9 +124,9 @@ void for_each_line(const std::string& input, F&& f) {
 }
 
 int cmd_train(const Args& a) {
-    MT_CHECK(a.has("input") && !a.values.at("input").empty(), "train: --input is required");
+    MT_CHECK(a.has("input") && !a.values.at("input").empty(), "--input is required");
     std::string output = a.get("output");
-    MT_CHECK(!output.empty(), "train: --output is required");
+    MT_CHECK(!output.empty(), "--output is required");
     Tokenizer::TrainOptions o;
     o.vocab_size = a.get_int("vocab_size", o.vocab_size);
     if (a.has("special")) o.special_tokens = split_commas(a.get("special"));
@@ -147,7 +147,7 @@ int cmd_train(const Args& a) {
 
 int cmd_encode(const Args& a) {
     std::string path = a.get("tokenizer");
-    MT_CHECK(!path.empty(), "encode: --tokenizer is required");
+    MT_CHECK(!path.empty(), "--tokenizer is required");
     Tokenizer t = Tokenizer::load(path);
     const bool allow_special = !a.has("no_special");
     std::vector<std::int32_t> ids;
@@ -168,7 +168,7 @@ int cmd_encode(const Args& a) {
 
 int cmd_decode(const Args& a) {
     std::string path = a.get("tokenizer");
-    MT_CHECK(!path.empty(), "decode: --tokenizer is required");
+    MT_CHECK(!path.empty(), "--tokenizer is required");
     Tokenizer t = Tokenizer::load(path);
     std::vector<std::int32_t> ids;
     std::size_t line_no = 0;
@@ -185,7 +185,7 @@ int cmd_decode(const Args& a) {
             } catch (const std::exception&) {
                 used = 0;
             }
-            MT_CHECK(used == w.size() && v >= 0 && v < t.vocab_size(), "decode: line ", line_no, ": \"", w,
+            MT_CHECK(used == w.size() && v >= 0 && v < t.vocab_size(), "line ", line_no, ": \"", w,
                      "\" is not a token id (0..", t.vocab_size() - 1, ")");
             ids.push_back(std::int32_t(v));
         }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <set>
 #include <string>
 #include <vector>
@@ -150,6 +151,52 @@ TEST_CASE("RecordReader: text documents by line, by paragraph, by file") {
     CHECK(read_all(TextSplit::line) == V{{3, "one"}, {4, "two"}, {7, "three"}, {9, "four"}});
     CHECK(read_all(TextSplit::paragraph) == V{{3, "one\ntwo"}, {7, "three"}, {9, "four"}});
     CHECK(read_all(TextSplit::file) == V{{3, "one\ntwo\n  \n\nthree\n\nfour"}});
+}
+
+TEST_CASE("process_records: input order whatever the threads; other exceptions propagate") {
+    TempDir dir;
+    std::string a, b;
+    for (int i = 0; i < 700; ++i) a += std::to_string(i) + "\n";
+    for (int i = 700; i < 1000; ++i) b += std::to_string(i) + "\n\n";
+    write_text(dir / "a.txt", a);
+    write_text(dir / "b.txt", b);
+    const auto files = resolve_inputs({(dir / "a.txt").string(), (dir / "*.txt").string()});
+    REQUIRE(files.size() == 3);  // a.txt, then the glob's a.txt and b.txt
+    CHECK(files[0].format == InputFormat::text);
+    CHECK(files[2].size == b.size());
+    for (int threads : {1, 4}) {
+        WorkerPool pool(threads);
+        ReadOptions ro;
+        ro.chunk_bytes = 100;
+        SkipLog skipped;
+        std::vector<std::int64_t> got, lines;
+        std::uint64_t progress = 0;
+        process_records<std::int64_t>(
+            files, ro, pool, skipped,
+            [](std::string_view r, const InputFile&, std::int64_t& out) { out = std::stoll(std::string(r)) * 3; },
+            [&](std::int64_t& v, const RecordSource& s) {
+                got.push_back(v);
+                lines.push_back(s.line);
+            },
+            [&](std::uint64_t bytes) {
+                CHECK(bytes >= progress);
+                progress = bytes;
+            });
+        REQUIRE(got.size() == 1700);
+        for (int i = 0; i < 1700; ++i) {
+            const int v = i < 700 ? i : i < 1400 ? i - 700 : i - 700;
+            CHECK(got[std::size_t(i)] == 3 * v);
+            CHECK(lines[std::size_t(i)] == (i < 1400 ? (i % 700) + 1 : 2 * (i - 1400) + 1));
+        }
+        CHECK(progress == 2 * a.size() + b.size());
+        CHECK_THROWS_AS(process_records<int>(
+                            files, ro, pool, skipped,
+                            [](std::string_view r, const InputFile&, int&) {
+                                if (r == "650") throw std::logic_error("boom");
+                            },
+                            [](int&, const RecordSource&) {}, [](std::uint64_t) {}),
+                        std::logic_error);
+    }
 }
 
 // ---- conversations ------------------------------------------------------------------------------------

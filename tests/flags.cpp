@@ -4,6 +4,8 @@
 
 #include <minitrain/util/flags.hpp>
 
+#include <sstream>
+
 using namespace minitrain;
 
 namespace {
@@ -151,4 +153,41 @@ TEST_CASE("parse_int_list: spaces and commas, errors name the flag") {
     CHECK(parse_int_list(" 7,8 ,, 9 ", "prompt_ids") == std::vector<std::int64_t>{7, 8, 9});
     CHECK(parse_int_list("", "prompt_ids").empty());
     CHECK_THROWS_WITH_AS(parse_int_list("1 two 3", "prompt_ids"), "--prompt_ids: expected an integer, got 'two'", Error);
+}
+
+TEST_CASE("required flags: parse fails without them, usage says so instead of a default") {
+    Flags flags("gen", "Generates.");
+    std::string checkpoint;
+    int n = 3;
+    flags.bind("checkpoint", checkpoint, "model folder");
+    flags.bind("n", n, "how many");
+    flags.require("checkpoint");
+    CHECK_THROWS_WITH_AS(flags.parse(std::vector<std::string>{"--n", "4"}),
+                         "--checkpoint is required: model folder (see --help)", Error);
+    CHECK(flags.parse(std::vector<std::string>{"--help"}) == Flags::Parse::help);  // help needs nothing
+    CHECK(flags.parse(std::vector<std::string>{"--checkpoint", "out/final"}) == Flags::Parse::ok);
+    CHECK(checkpoint == "out/final");
+    const std::string u = flags.usage();
+    CHECK(u.find("model folder (required)") != std::string::npos);
+    CHECK(u.find("how many (default: 3)") != std::string::npos);
+    CHECK_THROWS_WITH_AS(flags.require("m"), doctest::Contains("no flag --m"), Error);
+}
+
+TEST_CASE("usage wraps long help texts under their column") {
+    Flags flags("p", "d");
+    std::string words;
+    for (int i = 0; i < 40; ++i) words += "word" + std::to_string(i) + " ";
+    flags.add("long", 1, words);
+    const std::string u = flags.usage();
+    std::size_t lines_with_words = 0;
+    std::istringstream in(u);
+    for (std::string line; std::getline(in, line);) {
+        CHECK(line.size() <= 100);
+        if (line.find("word") != std::string::npos) {
+            ++lines_with_words;
+            if (line.find("--long") == std::string::npos) CHECK(line.starts_with(std::string(32, ' ') + "word"));
+        }
+    }
+    CHECK(lines_with_words >= 3);
+    CHECK(u.find("word39 (default: 1)") != std::string::npos);
 }

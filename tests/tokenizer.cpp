@@ -8,7 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <new>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -19,6 +24,22 @@
 #include <nlohmann/json.hpp>
 
 #include "minitrain/tokenizer/tokenizer.hpp"
+
+// Every operator new in this executable is counted, to check that encoding allocates nothing in
+// steady state (PCRE2 uses malloc, which is not counted; with JIT it allocates nothing per match).
+namespace {
+std::atomic<long> g_allocations{0};
+}
+void* operator new(std::size_t n) {
+    ++g_allocations;
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace minitrain;
 namespace fs = std::filesystem;
@@ -273,8 +294,14 @@ TEST_CASE("tokenizer: special tokens are never split; allow_special=false encode
     Ids plain = t.encode(text, false);
     CHECK(std::find(plain.begin(), plain.end(), im_end) == plain.end());
     CHECK(t.decode(plain) == text);
-    Ids pieces_sum = t.encode("hello<|", false);  // the regex splits "<|" from "im", "_", "end", "|>"
-    CHECK(plain.size() > hello.size() * 2 + 1);
+    // ... the same ids as the text's parts encoded on their own ("<|" "im" "_" "end" "|>" are words).
+    Ids parts = hello;
+    for (const char* w : {"<|", "im", "_", "end", "|>"}) {
+        Ids p = t.encode(w);
+        parts.insert(parts.end(), p.begin(), p.end());
+    }
+    parts.insert(parts.end(), hello.begin(), hello.end());
+    CHECK(plain == parts);
     // ...but a non-special added token is always matched, as in Hugging Face.
     CHECK(t.encode("a<think>b", false) == Ids{'a', think, 'b'});
     CHECK(t.encode("a<think>b", true) == Ids{'a', think, 'b'});
@@ -283,7 +310,6 @@ TEST_CASE("tokenizer: special tokens are never split; allow_special=false encode
     t.encode_into("hello", out);
     CHECK(out == Ids{7, hello[0]});
     CHECK(t.decode(t.encode("x<|im_end|><|im_end|>y")) == "x<|im_end|><|im_end|>y");
-    (void)pieces_sum;
 }
 
 // ---- training -------------------------------------------------------------------------------------
@@ -500,6 +526,48 @@ TEST_CASE("tokenizer: the word cache gives what the merge loop gives, also past 
     re.split(text, [&](std::string_view w) { tok::bpe_word(t.data(), w, expect, scratch); });
     CHECK(t.encode(text) == expect);
     CHECK(t.encode(text) == expect);  // again, from a cache filled by the first pass
+}
+
+TEST_CASE("tokenizer: the short-word and heap merge loops agree") {
+    Tokenizer t = trained_multilingual();
+    fs::path mm = minimind_dir();
+    std::vector<Tokenizer> toks = {t};
+    if (!mm.empty()) toks.push_back(Tokenizer::load(mm / "minimind2-tokenizer.json"));
+    std::mt19937 rng(9);
+    tok::BpeScratch scratch;
+    for (const auto& tk : toks)
+        for (int i = 0; i < 3000; ++i) {
+            // Words up to the short loop's limit (64 bytes), from text likely to have many merges.
+            std::string w = random_unicode(rng, 1 + int(rng() % 20));
+            if (i % 3 == 0) w = "the" + w + "ing";
+            if (i % 5 == 0) w = std::string(std::size_t(1 + rng() % 40), char('a' + rng() % 3));
+            w.resize(std::min<std::size_t>(w.size(), 64));
+            Ids a, b;
+            tok::bpe_word_short(tk.data(), w, a);
+            tok::bpe_word_heap(tk.data(), w, b, scratch);
+            REQUIRE(a == b);
+        }
+}
+
+TEST_CASE("tokenizer: encode_into allocates nothing in steady state") {
+    Tokenizer t = trained_multilingual();
+    std::vector<std::string> texts = sample_texts();
+    std::mt19937 rng(2);
+    texts.push_back(std::string(3000, ' ') + random_unicode(rng, 2000));  // long words: the heap merge loop
+    Ids out;
+    out.reserve(1 << 16);
+    for (const auto& s : texts) t.encode_into(s, out);  // warm: caches and scratch grow here
+    out.clear();
+    long before = g_allocations;
+    for (int rep = 0; rep < 3; ++rep)
+        for (const auto& s : texts) {
+            t.encode_into(s, out);
+            t.encode_into(s, out, false);
+        }
+    CHECK(g_allocations - before == 0);
+    long check = g_allocations;
+    Ids fresh = t.encode("x");  // the counter does count
+    CHECK(g_allocations > check);
 }
 
 TEST_CASE("tokenizer: concurrent encoding with shared tokenizers gives the single-thread result") {

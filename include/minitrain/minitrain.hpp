@@ -31,6 +31,7 @@
 #include "ops/ops.hpp"
 
 #include "nn/generate.hpp"
+#include "nn/lora.hpp"
 #include "nn/model.hpp"
 #include "nn/transformer.hpp"
 
@@ -43,8 +44,10 @@
 #include "data/token_loader.hpp"
 #include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"
+#include "io/peft.hpp"
 #include "io/safetensors.hpp"
 
 #include "train/config.hpp"
+#include "train/lora.hpp"
 #include "train/pretrain.hpp"
 #include "train/trainer.hpp"

@@ -17,6 +17,10 @@ For two tiny configs, a dense Llama and a MiniMind MoE, this writes tests/golden
   __metadata__: "config" (config.json-style dict, HF keys), "optimizer", "seed", "f32_vs_f64"
   (max |f32 - f64| of this same computation, per quantity: a floor for the C++ tolerances).
 
+And tests/golden/tiny_dpo.safetensors, the DPO loss of tiny_dense's initial weights (the policy) against a
+perturbed copy (the reference) on 2 preference pairs: log-probabilities, loss, rewards and every policy
+gradient (see the DPO section below).
+
 Deterministic: fixed seeds, one thread, f32, sorted safetensors layout; running it twice gives identical
 bytes (`make_golden.py --check` regenerates into a temp dir and compares).
 
@@ -371,6 +375,170 @@ def build(name: str, cfg_kw: dict, seed: int, outdir: str, verbose=True):
     return path
 
 
+# ----------------------------------------------------------------------------
+# DPO: tiny_dpo.safetensors
+#
+# The dense model's initial weights (those of tiny_dense.safetensors, not stored again) are the policy;
+# the reference is the same weights perturbed (stored as ref.<hf name>), so that policy != reference and
+# the loss is not log 2. A batch of DPO_PAIRS (prompt, chosen reply, rejected reply) in minitrain's DPO
+# row layout: rows [0, P) the chosen sequences, rows [P, 2P) the rejected ones, padded with 0 to T;
+# targets are the next token where that token belongs to the reply, -100 on the prompt and the padding.
+#     input_ids, targets            (2P, T) I32
+#     ref.<hf name>                 reference weights
+#     policy_logprobs               (2P,) sum over counted positions of log softmax(logits)[target]
+#     reference_logprobs            (2P,) the same under the reference weights
+#     loss                          (1,) mean_p -logsigmoid(beta ((pc - pr) - (rc - rr)))
+#     chosen_rewards, rejected_rewards  (P,) beta (pc - rc), beta (pr - rr)
+#     grad.<hf name>                d loss / d policy parameter (the reference is constant)
+
+DPO_BETA = 0.15
+DPO_SEED = 4321
+DPO_PAIRS = ((4, 11, 8), (6, 9, 13))  # per pair: prompt length, chosen length, rejected length (tokens, <= T)
+DPO_REF_NOISE = 0.3  # reference = policy + DPO_REF_NOISE * std(tensor) * randn (norm gains: + 0.1 * randn)
+
+
+def dpo_batch(V: int, gen: torch.Generator):
+    P = len(DPO_PAIRS)
+    ids = torch.zeros(2 * P, T, dtype=torch.int64)
+    tgt = torch.full((2 * P, T), -100, dtype=torch.int64)
+    for p, (n_prompt, *lengths) in enumerate(DPO_PAIRS):
+        prompt = torch.randint(1, V, (n_prompt,), generator=gen)
+        for k, L in enumerate(lengths):  # k = 0 chosen, 1 rejected
+            seq = torch.cat([prompt, torch.randint(1, V, (L - n_prompt,), generator=gen)])
+            row = k * P + p
+            ids[row, :L] = seq
+            for t in range(n_prompt - 1, L - 1):  # position t predicts token t + 1, a reply token
+                tgt[row, t] = seq[t + 1]
+    return ids, tgt
+
+
+def dpo_reference_weights(weights: dict, gen: torch.Generator):
+    out = {}
+    for n, w in weights.items():  # insertion order = registration order: deterministic draws
+        r = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+        out[n] = w + (0.1 * r if w.dim() == 1 else DPO_REF_NOISE * float(w.std()) * r)
+    return out
+
+
+def sequence_logprobs(logits, tgt):
+    """(R, T, V), (R, T) -> (R,): sum over positions with target != -100 of log softmax(logits)[target]."""
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return (lp * (tgt != -100)).sum(dim=-1)
+
+
+def dpo_loss(pc, pr, rc, rr, beta):
+    return -F.logsigmoid(beta * ((pc - pr) - (rc - rr))).mean()
+
+
+def run_dpo(cfg: Config, weights: dict, ref_weights: dict, ids, tgt, dtype):
+    P = len(DPO_PAIRS)
+    ref = CausalLM(cfg).to(dtype)
+    ref.load_state_dict({k: v.to(dtype) for k, v in ref_weights.items()}, strict=True)
+    ref.eval()
+    with torch.no_grad():
+        ref_lp = sequence_logprobs(ref(ids)["logits"], tgt)
+    model = CausalLM(cfg).to(dtype)
+    model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True)
+    model.train()
+    pol_lp = sequence_logprobs(model(ids)["logits"], tgt)
+    loss = dpo_loss(pol_lp[:P], pol_lp[P:], ref_lp[:P], ref_lp[P:], DPO_BETA)
+    loss.backward()
+    return {"policy_logprobs": pol_lp.detach(), "reference_logprobs": ref_lp, "loss": loss.detach().reshape(1),
+            "chosen_rewards": DPO_BETA * (pol_lp[:P] - ref_lp[:P]).detach(),
+            "rejected_rewards": DPO_BETA * (pol_lp[P:] - ref_lp[P:]).detach(),
+            "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()}, "model": model}
+
+
+def check_dpo(cfg: Config, weights: dict, ref_weights: dict, ids, tgt, res64: dict, n_coords: int = 3):
+    """In f64: log-probabilities against the per-token loop model (naive_forward) and python math;
+    the DPO gradient against central finite differences, a few coordinates of every parameter."""
+    P = len(DPO_PAIRS)
+    worst_lp = 0.0
+    for W, key in ((weights, "policy_logprobs"), (ref_weights, "reference_logprobs")):
+        logits, _, _ = naive_forward(cfg, W, ids, tgt)
+        for r in range(2 * P):
+            s = 0.0
+            for t in range(T):
+                if int(tgt[r, t]) != -100:
+                    row = [float(z) for z in logits[r, t]]
+                    m = max(row)
+                    s += row[int(tgt[r, t])] - m - math.log(sum(math.exp(z - m) for z in row))
+            worst_lp = max(worst_lp, abs(s - float(res64[key][r])))
+    if not worst_lp < 1e-10:
+        raise AssertionError(f"tiny_dpo: log-probabilities disagree with the per-token loop ({worst_lp})")
+    model, rc, rr = res64["model"], res64["reference_logprobs"][:P], res64["reference_logprobs"][P:]
+
+    def loss_now():
+        lp = sequence_logprobs(model(ids)["logits"], tgt)
+        return float(dpo_loss(lp[:P], lp[P:], rc, rr, DPO_BETA))
+
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            for i in torch.randint(0, p.numel(), (n_coords,), generator=gen).tolist():
+                flat, h, old = p.view(-1), 1e-6, float(p.view(-1)[i])
+                flat[i] = old + h
+                up = loss_now()
+                flat[i] = old - h
+                down = loss_now()
+                flat[i] = old
+                fd, ag = (up - down) / (2 * h), float(res64["grads"][name].view(-1)[i])
+                err = abs(fd - ag) / max(1e-4, abs(ag))
+                worst = max(worst, err)
+                if err > 1e-5:
+                    raise AssertionError(f"tiny_dpo: d loss / d {name}[{i}]: autograd {ag}, finite difference {fd}")
+    return worst_lp, worst
+
+
+def build_dpo(outdir: str, verbose=True):
+    cfg = Config(**DENSE)
+    # The policy: tiny_dense's initial weights, drawn exactly as run() draws them.
+    model = CausalLM(cfg)
+    init_params(model, torch.Generator().manual_seed(DENSE_SEED))
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(DPO_SEED)
+    ids, tgt = dpo_batch(cfg.vocab_size, gen)
+    ref_weights = dpo_reference_weights(weights, gen)
+    res = run_dpo(cfg, weights, ref_weights, ids, tgt, torch.float32)
+    r64 = run_dpo(cfg, weights, ref_weights, ids, tgt, torch.float64)
+    naive_err, fd_err = check_dpo(cfg, weights, ref_weights, ids, tgt, r64)
+    diff = {k: float((res[k].double() - r64[k]).abs().max()) for k in ("policy_logprobs", "reference_logprobs", "loss")}
+    diff["grad"] = max_abs(res["grads"], r64["grads"])
+    diff = {k: float(f"{v:.3g}") for k, v in diff.items()}
+    f32 = lambda t: t.detach().float().contiguous()  # noqa: E731
+    tensors = {"input_ids": ids.to(torch.int32), "targets": tgt.to(torch.int32)}
+    tensors.update({f"ref.{n}": f32(w) for n, w in ref_weights.items()})
+    for k in ("policy_logprobs", "reference_logprobs", "loss", "chosen_rewards", "rejected_rewards"):
+        tensors[k] = f32(res[k])
+    tensors.update({f"grad.{n}": f32(g) for n, g in res["grads"].items()})
+    meta = {
+        "format": "pt",
+        "config": json.dumps(cfg.to_hf_dict(), sort_keys=True),
+        "policy": "the initial parameters of tiny_dense.safetensors (same config), not repeated here",
+        "beta": repr(DPO_BETA),
+        "seed": str(DPO_SEED),
+        "batch": json.dumps({"pairs": len(DPO_PAIRS), "T": T, "ignore_index": -100, "pad_id": 0,
+                             "rows": "chosen of pairs 0..P-1, then rejected of pairs 0..P-1",
+                             "prompt_chosen_rejected_lengths": DPO_PAIRS}),
+        "reference": f"policy + {DPO_REF_NOISE} * std(tensor) * randn for matrices, + 0.1 * randn for norm gains",
+        "f32_vs_f64": json.dumps(diff, sort_keys=True),
+        "generator": "tests/golden/make_golden.py (minimind_ref.py, torch %s)" % torch.__version__.split("+")[0],
+    }
+    path = os.path.join(outdir, "tiny_dpo.safetensors")
+    safetensors_io.save_file(tensors, path, meta)
+    if verbose:
+        print(f"tiny_dpo: {len(tensors)} tensors, {os.path.getsize(path)} bytes -> {path}")
+        print(f"  policy logprobs {[round(float(v), 4) for v in res['policy_logprobs']]}")
+        print(f"  reference logprobs {[round(float(v), 4) for v in res['reference_logprobs']]}")
+        print(f"  loss {float(res['loss']):.6f} (log 2 = {math.log(2):.6f}), chosen rewards "
+              f"{[round(float(v), 4) for v in res['chosen_rewards']]}, rejected {[round(float(v), 4) for v in res['rejected_rewards']]}")
+        print(f"  per-token loop check of the log-probabilities (f64): {naive_err:.1e}")
+        print(f"  finite-difference check of the DPO gradient (f64): worst relative error {fd_err:.1e}")
+        print(f"  f32 vs f64: {diff}")
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=HERE, help="output folder (default: tests/golden)")
@@ -381,14 +549,15 @@ def main():
     if a.check:
         with tempfile.TemporaryDirectory() as tmp:
             ok = True
-            for name, kw, seed in (("tiny_dense", DENSE, DENSE_SEED), ("tiny_moe", MOE, MOE_SEED)):
-                p = build(name, kw, seed, tmp, verbose=False)
+            for name, kw, seed in (("tiny_dense", DENSE, DENSE_SEED), ("tiny_moe", MOE, MOE_SEED), ("tiny_dpo", None, None)):
+                p = build(name, kw, seed, tmp, verbose=False) if kw else build_dpo(tmp, verbose=False)
                 same = filecmp.cmp(p, os.path.join(a.out, f"{name}.safetensors"), shallow=False)
                 print(f"{name}: {'identical' if same else 'DIFFERENT'}")
                 ok &= same
             sys.exit(0 if ok else 1)
     build("tiny_dense", DENSE, DENSE_SEED, a.out)
     build("tiny_moe", MOE, MOE_SEED, a.out)
+    build_dpo(a.out)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <unistd.h>
@@ -174,9 +174,18 @@ inline std::vector<std::filesystem::path> prepared_files(const std::filesystem::
     std::vector<std::filesystem::path> out;
     std::error_code ec;
     if (!std::filesystem::is_directory(dir, ec)) return out;
-    static const std::regex name(R"((train|val)_(\d{6}\.bin|\*\.bin\.meta\.json))");
+    auto ours = [](std::string_view n) {
+        for (std::string_view prefix : {"train_", "val_"}) {
+            if (n.substr(0, prefix.size()) != prefix) continue;
+            n.remove_prefix(prefix.size());
+            if (n == "*.bin.meta.json") return true;
+            return n.size() == 10 && n.substr(6) == ".bin" &&
+                   std::all_of(n.begin(), n.begin() + 6, [](char c) { return c >= '0' && c <= '9'; });
+        }
+        return false;
+    };
     for (const auto& e : std::filesystem::directory_iterator(dir))
-        if (std::regex_match(e.path().filename().string(), name)) out.push_back(e.path());
+        if (ours(e.path().filename().string())) out.push_back(e.path());
     std::sort(out.begin(), out.end());
     return out;
 }

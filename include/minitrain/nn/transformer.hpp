@@ -7,7 +7,7 @@
 // Legend: B = batch, T = time, C = hidden, H = heads, KV = key/value heads, D = head dim, F = FFN size,
 // V = vocabulary, E = experts, N = B*T tokens. Parameter names are Hugging Face Llama's, so a checkpoint
 // is a Llama checkpoint; registration order is slab order, and gate_proj/up_proj are registered next to
-// each other so that one GEMM computes both.
+// each other so that one GEMM computes both. attach() routes projections through LoRA adapters (nn/lora.hpp).
 #pragma once
 
 #include <cmath>
@@ -18,6 +18,7 @@
 #include "../backend/cpu/ops.hpp"  // the default backend
 #include "../memory/parameters.hpp"
 #include "../ops/ops.hpp"
+#include "lora.hpp"
 #include "model.hpp"
 
 namespace minitrain {
@@ -133,9 +134,13 @@ public:
             Layer& l = layers_[std::size_t(i)];
             // attention block
             Var& h = rmsnorm(g, *x, *l.attn_norm, Net::rms_eps);                                  // (B, T, C)
-            Var& q = rope(g, reshape(g, linear(g, h, *l.wq), {Bn, T, H, D}), cos(), sin(), pos0);   // (B, T, H, D)
-            Var& k = rope(g, reshape(g, linear(g, h, *l.wk), {Bn, T, KV, D}), cos(), sin(), pos0);  // (B, T, KV, D)
-            Var& v = reshape(g, linear(g, h, *l.wv), {Bn, T, KV, D});                              // (B, T, KV, D)
+            const LoRALayerAdapters* la = lora_ ? &lora_->layers[std::size_t(i)] : nullptr;  // attached adapters
+            Var& hq = project(g, h, *l.wq, la ? &la->q : nullptr);                 // (B, T, H*D)
+            Var& hk = project(g, h, *l.wk, la ? &la->k : nullptr);                 // (B, T, KV*D)
+            Var& hv = project(g, h, *l.wv, la ? &la->v : nullptr);                 // (B, T, KV*D)
+            Var& q = rope(g, reshape(g, hq, {Bn, T, H, D}), cos(), sin(), pos0);   // (B, T, H, D)
+            Var& k = rope(g, reshape(g, hk, {Bn, T, KV, D}), cos(), sin(), pos0);  // (B, T, KV, D)
+            Var& v = reshape(g, hv, {Bn, T, KV, D});                              // (B, T, KV, D)
             Var* a;
             if (cache) {
                 append(*cache, i, k.data, v.data, pos0);
@@ -143,16 +148,17 @@ public:
             } else {
                 a = &attention(g, q, k, v);  // (B, T, H, D)
             }
-            x = &add(g, *x, dropout(g, linear(g, reshape(g, *a, {Bn, T, H * D}), *l.wo), dropout_));
+            Var& ho = project(g, reshape(g, *a, {Bn, T, H * D}), *l.wo, la ? &la->o : nullptr);  // (B, T, C)
+            x = &add(g, *x, dropout(g, ho, dropout_));
             // feed-forward block
             Var& h2 = rmsnorm(g, *x, *l.mlp_norm, Net::rms_eps);
             Var* f;
             if constexpr (Net::moe) {
                 Var* layer_aux = nullptr;
-                f = &moe_ffn(g, h2, l, Bn, layer_aux);
+                f = &moe_ffn(g, h2, l, la, Bn, layer_aux);
                 aux = aux ? &add(g, *aux, *layer_aux) : layer_aux;
             } else {
-                f = &mlp(g, h2, l.mlp);
+                f = &mlp(g, h2, l.mlp, la ? &la->mlp : nullptr);
             }
             x = &add(g, *x, dropout(g, *f, dropout_));
         }
@@ -180,6 +186,16 @@ public:
         dropout_ = p;
     }
     double dropout_rate() const { return dropout_; }
+
+    /// Routes the projections `adapters` names through LoRA adapters (nn/lora.hpp; LoRAAdapters calls
+    /// this) until detach(). The table must outlive the attachment.
+    void attach(const LoRATable& adapters) {
+        MT_CHECK(adapters.layers.size() == std::size_t(L), "Transformer::attach: the LoRA table has ",
+                 adapters.layers.size(), " layers, the model ", L);
+        lora_ = &adapters;
+    }
+    void detach() { lora_ = nullptr; }
+    const LoRATable* adapters() const { return lora_; }
 
     ParameterSet<Backend>& params() { return params_; }
     const ParameterSet<Backend>& params() const { return params_; }
@@ -226,20 +242,43 @@ private:
         return v;
     }
 
+    /// x W^T, through the adapter `a` when one is attached for this projection.
+    Var& project(Graph<Backend>& g, Var& x, Var& w, const LoRAAdapter* a) {
+        if (!a || !*a) return linear(g, x, w);
+        return lora_linear(g, x, w, a, 1, lora_->scaling, lora_->dropout);
+    }
+
     /// SwiGLU MLP: down(silu(gate x) * up x).   x: (..., C) -> (..., C)
-    static Var& mlp(Graph<Backend>& g, Var& x, const MLP& m) {
-        return linear(g, swiglu(g, linear(g, x, gate_up(g, m))), *m.down);
+    /// With adapters on gate and/or up, the fused product adds each adapter's update into its half.
+    Var& mlp(Graph<Backend>& g, Var& x, const MLP& m, const LoRAMLPAdapters* a) {
+        Var* h;
+        if (a && (a->gate || a->up)) {
+            const LoRAAdapter parts[2] = {a->gate, a->up};
+            h = &lora_linear(g, x, gate_up(g, m), parts, 2, lora_->scaling, lora_->dropout);  // (..., 2F)
+        } else {
+            h = &linear(g, x, gate_up(g, m));  // (..., 2F)
+        }
+        return project(g, swiglu(g, *h), *m.down, a ? &a->down : nullptr);
     }
 
     /// MiniMind's MOEFeedForward: routed experts (top-k of E, renormalized) plus shared experts.
-    Var& moe_ffn(Graph<Backend>& g, Var& x, Layer& l, int batch, Var*& aux) {
+    Var& moe_ffn(Graph<Backend>& g, Var& x, Layer& l, const LoRALayerAdapters* la, int batch, Var*& aux) {
+        // Expert adapters exist only when the MLP projections are targeted.
+        auto adapters = [&](bool shared, std::size_t e) -> const LoRAMLPAdapters* {
+            if (!la) return nullptr;
+            const auto& v = shared ? la->shared : la->experts;
+            return e < v.size() ? &v[e] : nullptr;
+        };
         Var& xf = reshape(g, x, {x.data.shape.rows(), C});  // (N, C)
         Var& logits = linear(g, xf, *l.router);              // (N, E)
         Routing r = moe_router(g, logits, batch, Net::top_k, Net::norm_topk, Net::aux_alpha);
         Dispatch d = moe_dispatch(g, xf, r.indices, Net::experts);
-        Var& ye = moe_experts(g, d, [&](Graph<Backend>& g, int e, Var& in) -> Var& { return mlp(g, in, l.experts[std::size_t(e)]); });
+        Var& ye = moe_experts(g, d, [&](Graph<Backend>& g, int e, Var& in) -> Var& {
+            return mlp(g, in, l.experts[std::size_t(e)], adapters(false, std::size_t(e)));
+        });
         Var* y = &moe_combine(g, ye, r.weights, d.slot);  // (N, C)
-        for (auto& s : l.shared) y = &add(g, *y, mlp(g, xf, s));
+        for (std::size_t s = 0; s < l.shared.size(); ++s)
+            y = &add(g, *y, mlp(g, xf, l.shared[s], adapters(true, s)));
         aux = &r.aux;
         return reshape(g, *y, x.data.shape);
     }
@@ -262,6 +301,7 @@ private:
     std::vector<Layer> layers_;
     Buffer<Backend> rope_cos_, rope_sin_;
     double dropout_ = 0.0;
+    const LoRATable* lora_ = nullptr;  // attached LoRA adapters, or none
 };
 
 }  // namespace minitrain

@@ -156,7 +156,7 @@ struct TokenizerData {
     std::string id_bytes;                   // decoded bytes of every id, concatenated
     std::vector<std::uint32_t> id_bytes_off;  // (n_ids + 1) offsets into id_bytes
     std::vector<std::string> added_contents;  // contents in id order (special_tokens())
-    // added tokens to look for, longest first, bucketed by first byte: [0] all, [1] non-special only
+    // added tokens to look for, longest first: [0] all (allow_special), [1] the non-special ones only
     std::array<std::vector<std::int32_t>, 2> match_order;  // indices into `added`
     std::array<std::array<std::uint8_t, 256>, 2> first_byte{};  // byte may start an added token
 
@@ -292,9 +292,10 @@ inline void bpe_word_short(const TokenizerData& d, std::string_view word, std::v
     out.insert(out.end(), id, id + n);
 }
 
-/// Appends the ids of one word (raw bytes, non-empty) to out.
-inline void bpe_word(const TokenizerData& d, std::string_view word, std::vector<std::int32_t>& out, BpeScratch& s) {
-    if (word.size() <= 64) return bpe_word_short(d, word, out);
+/// bpe_word for any length: a min-heap of (rank, position) over a linked list of symbols, with stale
+/// entries skipped when popped. O(n log n).
+inline void bpe_word_heap(const TokenizerData& d, std::string_view word, std::vector<std::int32_t>& out,
+                          BpeScratch& s) {
     const int n = int(word.size());
     s.id.resize(std::size_t(n));
     s.prev.resize(std::size_t(n));
@@ -336,61 +337,99 @@ inline void bpe_word(const TokenizerData& d, std::string_view word, std::vector<
     for (int i = 0; i >= 0; i = s.next[std::size_t(i)]) out.push_back(s.id[std::size_t(i)]);
 }
 
+/// Appends the ids of one word (raw bytes, non-empty) to out: its bytes' tokens, then repeatedly the
+/// adjacent pair with the lowest merge rank (leftmost on ties) is merged, until no pair has a merge.
+inline void bpe_word(const TokenizerData& d, std::string_view word, std::vector<std::int32_t>& out, BpeScratch& s) {
+    if (word.size() <= 64)
+        bpe_word_short(d, word, out);
+    else
+        bpe_word_heap(d, word, out, s);
+}
+
 // ---- the per-thread word cache --------------------------------------------------------------------
 
-/// A bounded map word -> ids for one tokenizer, owned by one thread. When full it is emptied (keeping
-/// its memory), so a long run sees no allocation once the buffers have grown.
+/// A bounded map word -> ids for one tokenizer, owned by one thread, in two generations: new words
+/// go into the current one; when it is full, it becomes the old one and the previous old one is
+/// dropped. A word found in the old generation is copied into the current one, so frequent words
+/// survive while one-off words (most long CJK runs) age out. Memory stays bounded and is reused, so a
+/// long run allocates nothing once the buffers have grown.
 class WordCache {
 public:
-    static constexpr std::size_t slots = std::size_t(1) << 17;   // power of two
-    static constexpr std::size_t max_words = slots / 2;
+    static constexpr std::size_t slots = std::size_t(1) << 16;   // per generation, power of two
+    static constexpr std::size_t max_words = slots / 2;           // per generation (load <= 1/2)
     static constexpr std::size_t max_word_bytes = 256;            // longer words are not cached
-    static constexpr std::size_t max_key_bytes = std::size_t(8) << 20;
+    static constexpr std::size_t max_record_words = std::size_t(1) << 20;  // 4 MiB of records per generation
 
     std::uint64_t owner = 0;  // TokenizerData::uid, 0 = unused
 
     void reset(std::uint64_t new_owner) {
         owner = new_owner;
-        if (table_.size() != slots) table_.resize(slots);
-        clear();
-    }
-
-    /// The cached ids of word, or an empty span.
-    std::span<const std::int32_t> find(std::string_view word, std::uint64_t h) const {
-        for (std::size_t i = h & (slots - 1);; i = (i + 1) & (slots - 1)) {
-            const Slot& e = table_[i];
-            if (e.key_len == 0) return {};
-            if (e.hash == h && e.key_len == word.size() && std::memcmp(keys_.data() + e.key_off, word.data(), word.size()) == 0)
-                return {ids_.data() + e.val_off, e.val_len};
+        for (auto& g : gen_) {
+            if (g.table.size() != slots) g.table.resize(slots);
+            g.clear();
         }
     }
 
+    /// Appends the cached ids of word to out and returns true, or returns false when it is not cached.
+    bool lookup(std::string_view word, std::uint64_t h, std::vector<std::int32_t>& out) {
+        if (auto ids = gen_[cur_].find(word, h); !ids.empty()) {
+            out.insert(out.end(), ids.begin(), ids.end());
+            return true;
+        }
+        auto ids = gen_[cur_ ^ 1].find(word, h);
+        if (ids.empty()) return false;
+        out.insert(out.end(), ids.begin(), ids.end());
+        insert(word, h, std::span<const std::int32_t>(out.data() + out.size() - ids.size(), ids.size()));
+        return true;
+    }
+
+    /// Adds word -> ids (word not cached yet, at most max_word_bytes; ids not pointing into the cache).
     void insert(std::string_view word, std::uint64_t h, std::span<const std::int32_t> ids) {
-        if (used_ >= max_words || keys_.size() + word.size() > max_key_bytes) clear();
+        Generation* g = &gen_[cur_];
+        std::size_t record = ids.size() + (word.size() + 3) / 4;
+        if (g->used >= max_words || g->records.size() + record > max_record_words) {
+            cur_ ^= 1;
+            g = &gen_[cur_];
+            g->clear();
+        }
         std::size_t i = h & (slots - 1);
-        while (table_[i].key_len != 0) i = (i + 1) & (slots - 1);
-        table_[i] = Slot{h, std::uint32_t(keys_.size()), std::uint32_t(word.size()), std::uint32_t(ids_.size()),
-                         std::uint32_t(ids.size())};
-        keys_.append(word);
-        ids_.insert(ids_.end(), ids.begin(), ids.end());
-        ++used_;
+        while (g->table[i].key_len != 0) i = (i + 1) & (slots - 1);
+        g->table[i] = Slot{h, std::uint32_t(g->records.size()), std::uint16_t(word.size()), std::uint16_t(ids.size())};
+        std::size_t at = g->records.size();
+        g->records.resize(at + record);
+        std::memcpy(g->records.data() + at, ids.data(), ids.size() * sizeof(std::int32_t));
+        std::memcpy(g->records.data() + at + ids.size(), word.data(), word.size());
+        ++g->used;
     }
 
 private:
     struct Slot {
         std::uint64_t hash = 0;
-        std::uint32_t key_off = 0, key_len = 0, val_off = 0, val_len = 0;
+        std::uint32_t off = 0;      // record: n_ids ids, then the key's bytes (padded to 4)
+        std::uint16_t key_len = 0;  // 0 = empty slot (words are never empty)
+        std::uint16_t n_ids = 0;
     };
-    void clear() {
-        std::fill(table_.begin(), table_.end(), Slot{});
-        keys_.clear();
-        ids_.clear();
-        used_ = 0;
-    }
-    std::vector<Slot> table_;
-    std::string keys_;
-    std::vector<std::int32_t> ids_;
-    std::size_t used_ = 0;
+    struct Generation {
+        std::vector<Slot> table;
+        std::vector<std::int32_t> records;
+        std::size_t used = 0;
+        void clear() {
+            std::fill(table.begin(), table.end(), Slot{});
+            records.clear();
+            used = 0;
+        }
+        std::span<const std::int32_t> find(std::string_view word, std::uint64_t h) const {
+            for (std::size_t i = h & (slots - 1);; i = (i + 1) & (slots - 1)) {
+                const Slot& e = table[i];
+                if (e.key_len == 0) return {};
+                if (e.hash == h && e.key_len == word.size() &&
+                    std::memcmp(records.data() + e.off + e.n_ids, word.data(), word.size()) == 0)
+                    return {records.data() + e.off, e.n_ids};
+            }
+        }
+    };
+    Generation gen_[2];
+    int cur_ = 0;
 };
 
 /// Everything encode needs per thread: a few word caches (one per tokenizer recently used on this
@@ -440,11 +479,7 @@ inline void encode_word(const TokenizerData& d, std::string_view word, std::vect
         return;
     }
     std::uint64_t h = hash_bytes(word);
-    auto hit = cache.find(word, h);
-    if (!hit.empty()) {
-        out.insert(out.end(), hit.begin(), hit.end());
-        return;
-    }
+    if (cache.lookup(word, h, out)) return;
     std::size_t start = out.size();
     bpe_word(d, word, out, st.bpe);
     cache.insert(word, h, std::span<const std::int32_t>(out.data() + start, out.size() - start));

@@ -54,8 +54,9 @@ public:
     /// Trains a tokenizer on text files; a file whose name ends in .jsonl is read as one JSON object
     /// per line and its "text" field is used. Deterministic: the same input gives the same tokenizer.
     /// Ids: special tokens first (in the order given), then the 256 byte tokens, then one per merge.
-    /// Ties between equally frequent pairs go to the lexicographically smallest (left, right) pair
-    /// of token strings (byte-level form), as Hugging Face does.
+    /// Ties between equally frequent pairs go to the smallest (left id, right id), Hugging Face's rule;
+    /// byte tokens are numbered in code-point order, so among byte pairs that is the lexicographically
+    /// smallest pair of token strings. The thread count does not change the result.
     static Tokenizer train(const std::vector<std::filesystem::path>& files, const TrainOptions& options);
 
     /// Trains on in-memory texts (each one a document); otherwise as train().

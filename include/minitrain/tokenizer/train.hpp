@@ -35,6 +35,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../core/error.hpp"
 #include "bpe.hpp"
 #include "pretokenize.hpp"
@@ -329,12 +331,14 @@ inline std::shared_ptr<TokenizerData> train_bpe(const WordCounts& counts, const 
         }
         if (cfg.progress && (merges.size() % 500 == 0 || int(vocab.size()) == cfg.vocab_size)) {
             double s = std::chrono::duration<double>(clock::now() - t0).count();
-            std::fprintf(stderr, "\rtokenizer: %zu / %d merges (last pair seen %lld times), %.1f s", merges.size(),
-                         target_merges, static_cast<long long>(cur), s);
+            // On a terminal one line is rewritten in place; in a log, one line per report.
+            const bool tty = ::isatty(2);
+            std::fprintf(stderr, "%stokenizer: %zu / %d merges (last pair seen %lld times), %.1f s%s", tty ? "\r" : "",
+                         merges.size(), target_merges, static_cast<long long>(cur), s, tty ? "" : "\n");
             std::fflush(stderr);
         }
     }
-    if (cfg.progress) std::fprintf(stderr, "\ntokenizer: vocabulary of %zu tokens\n", vocab.size());
+    if (cfg.progress) std::fprintf(stderr, "%stokenizer: vocabulary of %zu tokens\n", ::isatty(2) ? "\n" : "", vocab.size());
 
     auto d = std::make_shared<TokenizerData>();
     d->model_vocab = std::move(vocab);

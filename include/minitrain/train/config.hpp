@@ -11,10 +11,13 @@ struct TrainConfig {
     // ---- data
     std::string train_data;  // a file or a glob of llm.c token shards (Pretrain), a JSONL file (SFT, DPO)
     std::string val_data;    // optional; evaluation is skipped without it
+    std::string tokenizer;   // tokenizer.json that renders and tokenizes chat JSONL (SFT, DPO)
     int vocab_size = 6400;
     int batch_size = 32;     // sequences per micro-batch
     int max_seq_len = 512;   // tokens per sequence (T)
     bool shuffle = true;
+    double val_fraction = 0.0;      // SFT/DPO without val_data: hold out this fraction of the examples
+    bool skip_bad_records = false;  // SFT/DPO: skip (and count) malformed JSONL records instead of failing
     std::uint64_t seed = 42;
 
     // ---- length: max_steps > 0 wins over epochs
@@ -41,6 +44,9 @@ struct TrainConfig {
     std::string init_from;  // a Hugging Face style folder (config.json + model.safetensors)
     double dropout = 0.0;
     std::string dtype = "f32";  // f32 on CPU; bf16 / fp16 with the CUDA backend
+
+    // ---- preference optimization
+    double dpo_beta = 0.15;  // DPO: how far the policy may move from the reference (MiniMind's 0.15)
 
     // ---- logging, evaluation, checkpoints
     int log_interval = 100;

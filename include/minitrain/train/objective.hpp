@@ -19,11 +19,19 @@
 
 namespace minitrain {
 
+/// A task-specific number of one micro-batch for the progress line and metrics.jsonl (DPO: the reward
+/// margin and accuracy). `name` is a string literal; a slot whose name is null is unused.
+struct Metric {
+    const char* name = nullptr;
+    double value = 0;
+};
+
 /// One micro-batch's loss and what the progress line reports about it.
 struct MicroResult {
     Var* loss = nullptr;  // (1) what backward starts from
     double aux = 0;       // MoE balancing loss included in `loss`
     std::int64_t tokens = 0;
+    Metric metrics[4];    // the same names in every micro-batch of a run; averaged over a step's micro-batches
 };
 
 /// One validation batch: summed negative log-likelihood over the counted target tokens.

@@ -171,7 +171,10 @@ public:
     /// Save a resumable checkpoint of the current step into <out_dir>/checkpoints/step_XXXXXXXX.
     std::filesystem::path save() {
         auto dir = checkpoint_dir(step_);
-        save_checkpoint(dir, *model_, *optim_, state());
+        if constexpr (requires { objective_->save_checkpoint(dir, *model_, *optim_, state()); })
+            objective_->save_checkpoint(dir, *model_, *optim_, state());  // the task adds its own files (LoRA)
+        else
+            save_checkpoint(dir, *model_, *optim_, state());
         prune_checkpoints(cfg_.out_dir, cfg_.keep_last);
         return dir;
     }
@@ -223,7 +226,11 @@ private:
         std::optional<std::filesystem::path> latest;
         if (cfg_.resume) latest = latest_checkpoint(cfg_.out_dir);
         if (latest) {
-            TrainingState s = load_checkpoint(*latest, *model_, *optim_);
+            TrainingState s;
+            if constexpr (requires { objective_->load_checkpoint(*latest, *model_, *optim_); })
+                s = objective_->load_checkpoint(*latest, *model_, *optim_);
+            else
+                s = load_checkpoint(*latest, *model_, *optim_);
             MT_CHECK(s.world_size == 1, latest->string(), ": the checkpoint was written by ", s.world_size,
                      " processes, this run has 1");
             step_ = s.step;
@@ -255,7 +262,10 @@ private:
     void finish() {
         auto dir = save();
         auto final_dir = std::filesystem::path(cfg_.out_dir) / "final";
-        save_pretrained(final_dir, *model_);
+        if constexpr (requires { objective_->save_final(final_dir, *model_); })
+            objective_->save_final(final_dir, *model_);  // e.g. LoRA: a PEFT adapter folder
+        else
+            save_pretrained(final_dir, *model_);
         say("saved ", dir.string(), " (resumable) and ", final_dir.string(), " (Hugging Face folder); metrics in ",
             metrics_->path().string());
     }

@@ -178,6 +178,14 @@ public:
         set_choices(std::move(choices), target);
     }
 
+    /// Marks a declared flag as required: parse() fails when it is not given, and usage() says so
+    /// instead of showing a default.
+    void require(std::string_view name) {
+        Flag* f = find(name);
+        MT_CHECK(f, "Flags::require: no flag --", name, " was declared");
+        f->required = true;
+    }
+
     /// Parses the arguments after the program name. Returns Parse::help when --help (or -h) was given,
     /// without looking at the rest; throws Error on an unknown flag, a missing or malformed value.
     Parse parse(const std::vector<std::string>& args) {
@@ -213,6 +221,8 @@ public:
                 set(*f, args[++i]);
             }
         }
+        for (const Flag& f : flags_)
+            if (f.required && !f.set) detail::fail("--", f.name, " is required: ", f.help, " (see --help)");
         return Parse::ok;
     }
 
@@ -237,7 +247,9 @@ public:
     /// The --help text: description, usage line, and every flag with its type, help and default.
     std::string usage() const {
         std::ostringstream os;
-        os << program_ << ": " << description_ << "\n\nUsage: " << program_ << " [--flag value | --flag=value]...\n";
+        std::string_view description = description_;
+        while (!description.empty() && description.back() == '\n') description.remove_suffix(1);
+        os << program_ << ": " << description << "\n\nUsage: " << program_ << " [--flag value | --flag=value]...\n";
         std::size_t section = 0;
         if (sections_.empty() || sections_[0].first_flag > 0) os << "\nFlags:\n";
         for (std::size_t i = 0; i < flags_.size(); ++i) {
@@ -251,7 +263,7 @@ public:
                 os << "\n" << std::string(column, ' ');
             else
                 os << std::string(column - head.size(), ' ');
-            os << f.help << " (default: " << f.default_text << ")\n";
+            os << wrap(f.help + (f.required ? " (required)" : " (default: " + f.default_text + ")"), column) << "\n";
         }
         os << "\n  --help                        print this and exit\n";
         return os.str();
@@ -267,6 +279,7 @@ private:
         std::variant<int, std::int64_t, std::uint64_t, double, bool, std::string> owned;  // for add()
         std::vector<std::string> choices;  // string flags: the allowed values (empty: any)
         bool set = false;
+        bool required = false;
     };
     struct Section {
         std::string title;
@@ -315,6 +328,23 @@ private:
             if (d < best_d) best_d = d, best = &f;
         }
         return best ? "; did you mean --" + best->name + "?" : "";
+    }
+
+    /// Breaks `text` into lines of at most 100 columns (words longer than that stay whole); lines after
+    /// the first are indented to `indent`, where the text starts.
+    static std::string wrap(const std::string& text, std::size_t indent) {
+        constexpr std::size_t width = 100;
+        const std::size_t room = width > indent + 20 ? width - indent : 20;
+        std::string out, line;
+        std::istringstream words(text);
+        for (std::string w; words >> w;) {
+            if (!line.empty() && line.size() + 1 + w.size() > room) {
+                out += line + "\n" + std::string(indent, ' ');
+                line.clear();
+            }
+            line += (line.empty() ? "" : " ") + w;
+        }
+        return out + line;
     }
 
     static bool is_bool_word(std::string_view s) { return s == "1" || s == "0" || s == "true" || s == "false"; }

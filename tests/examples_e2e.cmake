@@ -1,0 +1,162 @@
+# tests/examples_e2e.cmake: the example programs end to end, as a user runs them (CTest: examples_e2e).
+#
+#   synthetic_shard -> pretrain 20 steps (checkpoints at 10 and 20) -> pretrain --resume to step 30
+#   -> eval on the validation shard (must equal pretrain's last "val loss") -> generate from final/ and
+#   from a checkpoint folder
+#
+# plus, for every program, --help (exit 0, usage on stdout) and an unknown flag (exit 1, "error: unknown
+# flag" on stderr), and the errors a user meets first (a run folder given as a model folder, a config.json
+# no preset matches, a vocabulary that disagrees with the model folder).
+#
+# Run by CTest as: cmake -DSYNTHETIC_SHARD=<path> -DPRETRAIN=<path> -DEVAL=<path> -DGENERATE=<path>
+#                        -DWORK_DIR=<scratch folder> -P tests/examples_e2e.cmake
+cmake_minimum_required(VERSION 3.25)
+
+foreach(var SYNTHETIC_SHARD PRETRAIN EVAL GENERATE WORK_DIR)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "examples_e2e: pass -D${var}=...")
+  endif()
+endforeach()
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+
+# run(<name> <expected exit status> <command...>): runs in WORK_DIR, fails the test on another status;
+# leaves the command's stdout in OUT and stderr in ERR.
+function(run name expect)
+  execute_process(COMMAND ${ARGN} WORKING_DIRECTORY "${WORK_DIR}" RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                  ERROR_VARIABLE err)
+  string(REPLACE ";" " " cmd "${ARGN}")
+  if(NOT "${rc}" STREQUAL "${expect}")
+    message(FATAL_ERROR "${name}: exit status ${rc}, expected ${expect}\n  command: ${cmd}\n"
+                        "--- stdout\n${out}--- stderr\n${err}")
+  endif()
+  message(STATUS "${name}: exit ${rc} as expected")
+  set(OUT "${out}" PARENT_SCOPE)
+  set(ERR "${err}" PARENT_SCOPE)
+endfunction()
+
+# expect(<name> <text> <regex>...): every regex must match the text.
+function(expect name text)
+  foreach(re ${ARGN})
+    if(NOT text MATCHES "${re}")
+      message(FATAL_ERROR "${name}: expected a match for '${re}' in:\n${text}")
+    endif()
+  endforeach()
+endfunction()
+
+# expect_ids(<name> <text> <count>): the text is one line of `count` token ids below 256.
+function(expect_ids name text count)
+  expect("${name}" "${text}" "^[0-9]+( [0-9]+)*\n$")
+  string(REGEX MATCHALL "[0-9]+" ids "${text}")
+  list(LENGTH ids n)
+  if(NOT n EQUAL count)
+    message(FATAL_ERROR "${name}: expected ${count} token ids, got ${n}: ${text}")
+  endif()
+  foreach(id ${ids})
+    if(id GREATER_EQUAL 256)
+      message(FATAL_ERROR "${name}: token ${id} is outside the vocabulary of 256")
+    endif()
+  endforeach()
+endfunction()
+
+function(expect_file name path)
+  if(NOT EXISTS "${WORK_DIR}/${path}")
+    message(FATAL_ERROR "${name}: ${path} was not written")
+  endif()
+endfunction()
+
+# ---- every program: --help and an unknown flag ---------------------------------------------------------
+
+foreach(prog SYNTHETIC_SHARD PRETRAIN EVAL GENERATE)
+  get_filename_component(pname "${${prog}}" NAME_WE)
+  run("${pname} --help" 0 "${${prog}}" --help)
+  expect("${pname} --help" "${OUT}" "^${pname}: " "Usage: ${pname}" "--help")
+  run("${pname} unknown flag" 1 "${${prog}}" --no_such_flag 1)
+  expect("${pname} unknown flag" "${ERR}" "^error: unknown flag --no_such_flag \\(see --help\\)")
+endforeach()
+run("pretrain bad value" 1 "${PRETRAIN}" --batch_size abc)
+expect("pretrain bad value" "${ERR}" "error: --batch_size: expected an integer, got 'abc'")
+
+# ---- data ----------------------------------------------------------------------------------------------
+
+run("synthetic_shard" 0 "${SYNTHETIC_SHARD}" --out_dir data --train_tokens 100000 --val_tokens 10000)
+expect_file("synthetic_shard" data/train.bin)
+expect_file("synthetic_shard" data/val.bin.meta.json)
+
+# ---- pretrain, resume ----------------------------------------------------------------------------------
+
+set(common --train_data data/train.bin --val_data data/val.bin --batch_size 8 --max_seq_len 64
+           --learning_rate 3e-3 --eval_interval 10 --save_interval 10 --log_interval 5 --out_dir out --threads 2)
+run("pretrain 20 steps" 0 "${PRETRAIN}" --preset test --vocab_size 256 --max_steps 20 ${common})
+expect("pretrain 20 steps" "${OUT}" "pretrain: preset test" "step +1/20 \\| loss" "step +20/20 \\| loss"
+       "eval step 10 \\| val loss [0-9.]+ \\| ppl [0-9.]+ \\| bpb" "eval step 20 \\| val loss [0-9.]+")
+string(REGEX MATCH "eval step 20 \\| val loss ([0-9.]+)" _ "${OUT}")
+set(loss20 "${CMAKE_MATCH_1}")
+if(loss20 GREATER_EQUAL 5.0)  # uniform over 256 tokens is ln 256 = 5.55
+  message(FATAL_ERROR "pretrain 20 steps: val loss ${loss20} after 20 steps: the model did not learn")
+endif()
+foreach(f out/checkpoints/step_00000010/training_state.safetensors out/checkpoints/step_00000020/model.safetensors
+          out/final/config.json out/final/model.safetensors out/metrics.jsonl)
+  expect_file("pretrain 20 steps" ${f})
+endforeach()
+
+# No --preset and no --vocab_size: both come from the checkpoint's config.json.
+run("pretrain --resume" 0 "${PRETRAIN}" --resume --max_steps 30 ${common})
+expect("pretrain --resume" "${OUT}" "preset test \\(from out/checkpoints/step_00000020/config.json\\)"
+       "resumed from out/checkpoints/step_00000020 at step 20/30" "step +25/30" "eval step 30 \\| val loss [0-9.]+")
+string(REGEX MATCH "eval step 30 \\| val loss ([0-9.]+)" _ "${OUT}")
+set(loss30 "${CMAKE_MATCH_1}")
+if(OUT MATCHES "step +(1|5|10|20)/30 \\| loss")
+  message(FATAL_ERROR "pretrain --resume: steps before 20 were run again:\n${OUT}")
+endif()
+expect_file("pretrain --resume" out/checkpoints/step_00000030/model.safetensors)
+
+# ---- eval: the same batches as pretrain's evaluation, so the same loss ---------------------------------
+
+run("eval" 0 "${EVAL}" --checkpoint out/final --data data/val.bin --batch_size 8 --max_seq_len 64 --threads 2)
+expect("eval" "${OUT}" "eval: out/final \\(preset test\\)" "loss ([0-9.]+) \\| ppl [0-9.]+ \\| bpb [0-9.]+")
+string(REGEX MATCH "loss ([0-9.]+) \\|" _ "${OUT}")
+if(NOT CMAKE_MATCH_1 STREQUAL loss30)
+  message(FATAL_ERROR "eval: loss ${CMAKE_MATCH_1}, but pretrain's last evaluation said ${loss30}")
+endif()
+run("eval on a run folder" 1 "${EVAL}" --checkpoint out --data data/val.bin)
+expect("eval on a run folder" "${ERR}" "error: out/config.json: no such file" "final model is in out/final")
+
+# ---- generate ------------------------------------------------------------------------------------------
+
+run("generate" 0 "${GENERATE}" --checkpoint out/final --prompt_ids "49 50 32 49 51" --max_new_tokens 10 --seed 7
+    --threads 2)
+expect_ids("generate" "${OUT}" 10)
+expect("generate" "${ERR}" "preset test" "10 new tokens")
+set(first "${OUT}")
+run("generate again" 0 "${GENERATE}" --checkpoint out/final --prompt_ids "49,50,32,49,51" --max_new_tokens 10 --seed 7
+    --threads 2)
+if(NOT OUT STREQUAL first)
+  message(FATAL_ERROR "generate: the same seed gave different tokens:\n${first}${OUT}")
+endif()
+run("generate from a checkpoint" 0 "${GENERATE}" --checkpoint out/checkpoints/step_00000020 --prompt_ids "49"
+    --max_new_tokens 4 --temperature 0)
+expect_ids("generate from a checkpoint" "${OUT}" 4)
+run("generate without a prompt" 1 "${GENERATE}" --checkpoint out/final)
+expect("generate without a prompt" "${ERR}" "error: --prompt_ids is required: ")
+
+# ---- init_from: the model folder picks the preset ------------------------------------------------------
+
+run("pretrain --init_from" 0 "${PRETRAIN}" --init_from out/final --preset gpt2-small --max_steps 2 --out_dir out2
+    --train_data data/train.bin --batch_size 8 --max_seq_len 64 --threads 2)
+expect("pretrain --init_from" "${OUT}" "describes preset test; overriding --preset gpt2-small"
+       "initialized from out/final" "step +2/2")
+run("pretrain --init_from, other vocabulary" 1 "${PRETRAIN}" --init_from out/final --vocab_size 6400
+    --train_data data/train.bin)
+expect("pretrain --init_from, other vocabulary" "${ERR}" "error: --vocab_size 6400 disagrees with vocab_size 256")
+file(READ "${WORK_DIR}/out/final/config.json" cfg)
+string(JSON cfg SET "${cfg}" num_hidden_layers 6)
+file(MAKE_DIRECTORY "${WORK_DIR}/six_layers")
+file(WRITE "${WORK_DIR}/six_layers/config.json" "${cfg}")
+run("pretrain --init_from, no such preset" 1 "${PRETRAIN}" --init_from six_layers --train_data data/train.bin)
+expect("pretrain --init_from, no such preset" "${ERR}"
+       "error: six_layers/config.json: num_hidden_layers is 6; no compiled preset has that \\(tiny has 4, test has 2")
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+message(STATUS "examples_e2e: all passed")
