@@ -111,7 +111,7 @@ TEST_CASE("errors name the flag and the value") {
     CHECK_THROWS_WITH_AS(f.parse({"--out_dir", "--resume"}), doctest::Contains("--out_dir: missing value"), Error);
     CHECK_THROWS_WITH_AS(f.parse({"data.bin"}), doctest::Contains("unexpected argument 'data.bin'"), Error);
     CHECK_THROWS_WITH_AS(f.parse({"-b", "3"}), doctest::Contains("unexpected argument '-b'"), Error);
-    // A failed parse leaves the earlier values alone.
+    // A value that fails to parse is not written.
     CHECK(f.p.batch == 32);
     f.parse({"--out_dir=--weird"});  // the = form takes anything
     CHECK(f.p.out == "--weird");

@@ -2,9 +2,12 @@
 // models (zero-init identity, only adapters train, base untouched bit for bit, adapter gradients of the
 // whole model against finite differences); PEFT's adapter folder (round trip, config fields, errors);
 // merging; and the LoRA task in the Trainer, including resume.
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <new>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +19,32 @@
 #include <minitrain/train/trainer.hpp>
 
 #include "support/gradcheck.hpp"
+
+// Every heap allocation of this executable is counted: a steady-state LoRA step must make none.
+namespace {
+std::atomic<long> g_allocations{0};
+}
+void* operator new(std::size_t n) {
+    ++g_allocations;
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+    ++g_allocations;
+    std::size_t al = std::size_t(a);
+    if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 using namespace minitrain;
 using namespace mt_test;
@@ -208,6 +237,25 @@ TEST_CASE("zero-initialized adapters keep the logits; training moves the adapter
     check_identity_and_training<MoE, LoRA<4>>("MoE, attention targets");
     check_identity_and_training<Dense, LoRA<4, 8, LoRAAttentionMLP>>("dense, attention + MLP targets");
     check_identity_and_training<MoE, LoRA<4, 8, LoRAAttentionMLP>>("MoE, attention + MLP targets (experts too)");
+}
+
+TEST_CASE("a steady-state LoRA step (adapter dropout, fused gate|up adapters) allocates nothing") {
+    Tf<Dense> m(ModelConfig{V, T});
+    m.init(5);
+    Adapters<LoRA<4, 8, LoRAAttentionMLP>, Dense> a(m, 9, /*dropout=*/0.1);
+    Optimizer<AdamW> opt(a.params());
+    const Batch batch(61);
+    Graph<CPU> g;
+    auto step = [&] {
+        a.params().zero_grad();
+        loss(m, batch, g, true);
+        clip_grad_norm(a.params(), 1.0);
+        opt.step();
+    };
+    for (int i = 0; i < 3; ++i) step();
+    const long before = g_allocations;
+    for (int i = 0; i < 3; ++i) step();
+    CHECK(g_allocations == before);
 }
 
 TEST_CASE("adapter names, shapes and initialization follow PEFT") {

@@ -8,7 +8,8 @@
 //   ops/       differentiable ops, written once for every backend
 //   nn/        the Model policy, the Transformer, generation
 //   optim/     optimizers and gradient clipping;  schedule/  learning-rate schedules
-//   io/        safetensors, checkpoints, atomic files;  data/  token shards and loaders
+//   tokenizer/ byte-level BPE (Hugging Face tokenizer.json)
+//   io/        safetensors, checkpoints, atomic files;  data/  JSONL, ChatML, shards and loaders
 //   train/     the Trainer and its task policies
 #pragma once
 
@@ -40,6 +41,13 @@
 #include "optim/sgd.hpp"
 #include "schedule/schedule.hpp"
 
+#include "tokenizer/tokenizer.hpp"
+
+#include "data/chat.hpp"
+#include "data/jsonl.hpp"
+#include "data/packing.hpp"
+#include "data/prepare.hpp"
+#include "data/sft.hpp"
 #include "data/shards.hpp"
 #include "data/token_loader.hpp"
 #include "io/atomic_file.hpp"
@@ -50,4 +58,5 @@
 #include "train/config.hpp"
 #include "train/lora.hpp"
 #include "train/pretrain.hpp"
+#include "train/sft.hpp"
 #include "train/trainer.hpp"

@@ -68,10 +68,8 @@ struct Chunk {
     std::size_t begin, end;
 };
 
-inline constexpr std::size_t chunk_bytes = std::size_t(1) << 20;
-
-/// Cuts one segment into chunks at safe points (see the top of the file).
-inline void chunk_segment(std::string_view seg, std::vector<Chunk>& out) {
+/// Cuts one segment into chunks of about chunk_bytes at safe points (see the top of the file).
+inline void chunk_segment(std::string_view seg, std::size_t chunk_bytes, std::vector<Chunk>& out) {
     std::size_t begin = 0;
     while (seg.size() - begin > chunk_bytes) {
         std::size_t cut = 0;
@@ -89,7 +87,8 @@ inline void chunk_segment(std::string_view seg, std::vector<Chunk>& out) {
 }
 
 /// Splits docs at special tokens (longest first at each position) and chunks the segments between.
-inline std::vector<Chunk> make_chunks(const std::vector<std::string_view>& docs, const std::vector<std::string>& specials) {
+inline std::vector<Chunk> make_chunks(const std::vector<std::string_view>& docs, const std::vector<std::string>& specials,
+                                      std::size_t chunk_bytes) {
     std::vector<std::string> order(specials);
     std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
     std::array<std::uint8_t, 256> first{};
@@ -101,24 +100,25 @@ inline std::vector<Chunk> make_chunks(const std::vector<std::string_view>& docs,
             if (!first[std::uint8_t(doc[i])]) continue;
             for (const auto& s : order) {
                 if (doc.compare(i, s.size(), s) != 0) continue;
-                if (i > seg) chunk_segment(doc.substr(seg, i - seg), chunks);
+                if (i > seg) chunk_segment(doc.substr(seg, i - seg), chunk_bytes, chunks);
                 seg = i + s.size();
                 i = seg - 1;
                 break;
             }
         }
-        if (seg < doc.size()) chunk_segment(doc.substr(seg), chunks);
+        if (seg < doc.size()) chunk_segment(doc.substr(seg), chunk_bytes, chunks);
     }
     return chunks;
 }
 
 }  // namespace train_detail
 
-/// Counts pre-tokenized words (raw bytes) over docs with `threads` threads (0 = all cores).
+/// Counts pre-tokenized words (raw bytes) over docs with `threads` threads (0 = all cores). The text is
+/// cut into chunks of about chunk_bytes (a knob for tests; the counts do not depend on it).
 inline WordCounts count_words(const std::vector<std::string_view>& docs, const std::vector<std::string>& specials,
-                              const Regex& regex, int threads) {
+                              const Regex& regex, int threads, std::size_t chunk_bytes = std::size_t(1) << 20) {
     using namespace train_detail;
-    std::vector<Chunk> chunks = make_chunks(docs, specials);
+    std::vector<Chunk> chunks = make_chunks(docs, specials, std::max<std::size_t>(chunk_bytes, 1));
     if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
     threads = std::max(1, std::min(threads, int(chunks.size())));
     std::vector<WordCounts> partial;

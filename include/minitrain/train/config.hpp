@@ -46,7 +46,7 @@ struct TrainConfig {
     std::string dtype = "f32";  // f32 on CPU; bf16 / fp16 with the CUDA backend
 
     // ---- preference optimization
-    double dpo_beta = 0.15;  // DPO: how far the policy may move from the reference (MiniMind's 0.15)
+    double dpo_beta = 0.15;  // DPO's beta: larger keeps the policy closer to the reference model
 
     // ---- logging, evaluation, checkpoints
     int log_interval = 100;

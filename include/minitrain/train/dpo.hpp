@@ -19,10 +19,13 @@
 //    trained, and both sources are reproducible. (Replacing the files of init_from between a run and
 //    its resume changes the reference: don't.)
 //  - Memory: the reference runs first, under NoGrad and in eval mode, on the Trainer's graph; its R
-//    log-probabilities are copied out and the graph is reset before the policy's forward. So a step
-//    holds at most one forward's activations beyond the policy's own, and the arena high-water mark is
-//    the policy's forward + backward. Consequence: train() and eval() reset the graph they are given;
+//    log-probabilities are copied out and the graph is reset before the policy's forward. So the
+//    reference costs no activation memory beyond the policy step's own (the arena's high-water mark is
+//    the larger of the two, the policy's forward + backward), only one copy of the weights (no
+//    gradients, no optimizer state). Consequence: train() and eval() reset the graph they are given;
 //    nothing built on it before the call survives.
+//  - Log-probabilities are summed over the reply tokens, as in the DPO paper. MiniMind's train_dpo.py
+//    divides each by its number of reply tokens: set_length_normalized(true) does the same.
 //  - Chosen and rejected rows go through the policy in one (R, T) forward.
 //  - MoE policies add their balancing loss (aux) to the DPO loss, as in pretraining.
 //  - Logged per step (MicroResult::metrics): reward_margin, reward_accuracy, chosen_reward,
@@ -160,7 +163,7 @@ public:
             const bool training = g.training();
             g.set_training(false);
             auto out = reference_.forward(g, ids);
-            Var& lp = sequence_logprobs(g, *out.logits, targets);  // (R)
+            Var& lp = sequence_logprobs(g, *out.logits, targets, average_);  // (R)
             if (ref_logp_.tensor().shape != lp.data.shape || ref_logp_.tensor().dtype != lp.data.dtype)
                 ref_logp_ = Buffer<Backend>(lp.data.shape, lp.data.dtype);
             Backend::copy(ref_logp_.tensor(), lp.data);
@@ -173,7 +176,7 @@ public:
         auto out = policy.forward(g, ids, Net::moe ? &targets : nullptr);
         Pairs p;
         p.pairs = pairs;
-        p.policy_logprobs = &sequence_logprobs(g, *out.logits, targets);  // (R)
+        p.policy_logprobs = &sequence_logprobs(g, *out.logits, targets, average_);  // (R)
         Var& pc = slice_rows(g, *p.policy_logprobs, 0, pairs);             // (pairs)
         Var& pr = slice_rows(g, *p.policy_logprobs, P, P + pairs);         // (pairs)
         const Tensor& ref = ref_logp_.tensor();
@@ -185,6 +188,11 @@ public:
         }
         return p;
     }
+
+    /// Divide each sequence's log-probability by its number of reply tokens (MiniMind) instead of summing
+    /// (the DPO paper, the default); applies to the policy and the reference alike.
+    void set_length_normalized(bool on) { average_ = on; }
+    bool length_normalized() const { return average_; }
 
     /// The frozen reference model.
     Model& reference() { return reference_; }
@@ -235,6 +243,7 @@ private:
     Model reference_;
     double beta_;
     int P_;
+    bool average_ = false;
     Buffer<CPU> ids_, targets_;              // (R, T) i32 host batch
     Buffer<Backend> dev_ids_, dev_targets_;  // the same on the device (non-CPU backends)
     Buffer<Backend> ref_logp_;               // (R) reference log-probabilities of the current batch
