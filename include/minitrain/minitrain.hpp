@@ -57,6 +57,7 @@
 
 #include "train/config.hpp"
 #include "train/lora.hpp"
+#include "train/dpo.hpp"
 #include "train/pretrain.hpp"
 #include "train/sft.hpp"
 #include "train/trainer.hpp"

@@ -130,6 +130,11 @@ public:
             loss_sum += Objective::scalar(r.loss->data);
             aux_sum += r.aux;
             tokens += r.tokens;
+            for (int k = 0; k < 4; ++k) {
+                if (!r.metrics[k].name) continue;
+                if (micro == 0) last_metrics_[k] = {r.metrics[k].name, 0};
+                last_metrics_[k].value += r.metrics[k].value / cfg_.accumulation_steps;
+            }
         }
         last_norm_ = clip_grad_norm(trained, cfg_.grad_clip);
         last_lr_ = (*sched_)(step_);
@@ -233,6 +238,16 @@ private:
                 s = load_checkpoint(*latest, *model_, *optim_);
             MT_CHECK(s.world_size == 1, latest->string(), ": the checkpoint was written by ", s.world_size,
                      " processes, this run has 1");
+            // The data position means "batch i of B x T"; another batch shape would silently read other data.
+            for (const char* key : {"batch_size", "max_seq_len", "accumulation_steps"}) {
+                const std::int64_t now = key[0] == 'b' ? cfg_.batch_size : key[0] == 'm' ? cfg_.max_seq_len : cfg_.accumulation_steps;
+                MT_CHECK(!s.extra.contains(key) || s.extra[key].get<std::int64_t>() == now, latest->string(), ": the run was ",
+                         key, " = ", s.extra.value(key, nlohmann::json()).dump(), ", this one has ", now,
+                         "; resume with the same value (or start a new out_dir)");
+            }
+            if (s.extra.contains("total_steps") && s.extra["total_steps"].get<std::int64_t>() != total_steps_)
+                say("note: the checkpoint's run had ", s.extra["total_steps"].get<std::int64_t>(), " steps, this one has ",
+                    total_steps_, ": the learning-rate schedule is stretched from here on");
             step_ = s.step;
             data_->seek(s.data.get<typename Data::Position>());
             graph_->rng() = s.rng;
@@ -280,6 +295,11 @@ private:
             std::snprintf(line, sizeof line, " | aux %.4f", last_aux_);
             s += line;
         }
+        for (const Metric& m : last_metrics_)
+            if (m.name) {
+                std::snprintf(line, sizeof line, " | %s %.4f", m.name, m.value);
+                s += line;
+            }
         std::snprintf(line, sizeof line, " | lr %.3e | norm %.3f | %.0f tok/s | ETA %s", last_lr_, last_norm_,
                       last_tokens_per_s_, format_duration(eta).c_str());
         s += line;
@@ -287,6 +307,8 @@ private:
         nlohmann::json j = {{"step", step_},         {"loss", last_loss_},         {"lr", last_lr_},
                             {"grad_norm", last_norm_}, {"tokens_per_s", last_tokens_per_s_}, {"epoch", data_->epoch()}};
         if (Net::moe) j["aux_loss"] = last_aux_;
+        for (const Metric& m : last_metrics_)
+            if (m.name) j[m.name] = m.value;
         metrics_->write(j);
     }
 
@@ -374,6 +396,7 @@ private:
     StepTimer timer_;
     std::int64_t step_ = 0, total_steps_ = 0;
     double last_loss_ = 0, last_aux_ = 0, last_norm_ = 0, last_lr_ = 0, last_tokens_per_s_ = 0;
+    Metric last_metrics_[4];  // the task's own numbers (DPO: rewards), averaged over the last step
 };
 
 }  // namespace minitrain
