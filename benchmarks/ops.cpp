@@ -584,6 +584,7 @@ void run_ops(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured, even through a pipe
     try {
         Options o = parse(argc, argv);
         CPU::set_threads(o.threads);

@@ -392,6 +392,7 @@ int run_driver(Options o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they come, even through a pipe
     try {
         Options o = parse(argc, argv);
         return o.preset.empty() ? run_driver(o) : run_preset(o);

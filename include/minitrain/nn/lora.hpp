@@ -140,9 +140,9 @@ struct LoRATable {
 };
 
 // ---- CPU kernels ------------------------------------------------------------------------------------
-// (Backend kernels belong in backend/<backend>/; these two sit here because they only make sense with the
-// op below. They need strided output columns, which no other kernel exposes: the gate|up fused product
-// writes each adapter's update into its own half of the (N, 2F) output.)
+// (The CUDA pair is backend/cuda/lora.hpp; the CPU pair could move to backend/cpu/lora.hpp. They write
+// through a row stride, which no other kernel exposes: the gate|up fused product adds each adapter's
+// update into its own half of the (N, 2F) output.)
 
 /// u = scaling * xd A^T;   y[:, col0 : col0 + Mp] += u B^T.
 /// xd: (N, K)  A: (R, K)  B: (Mp, R)  u: (N, R) saved for the backward  y: (N, M), M >= col0 + Mp.

@@ -43,6 +43,7 @@ struct TrainConfig {
     std::uint64_t init_seed = 1337;
     std::string init_from;  // a Hugging Face style folder (config.json + model.safetensors)
     double dropout = 0.0;
+    double lora_dropout = 0.0;  // LoRA: dropout on the adapters' input (PEFT's lora_dropout)
     std::string dtype = "f32";  // f32 on CPU; bf16 / fp16 with the CUDA backend
 
     // ---- preference optimization

@@ -24,22 +24,10 @@
 #include "../nn/lora.hpp"
 #include "config.hpp"
 #include "pretrain.hpp"
-#if __has_include("sft.hpp")
 #include "sft.hpp"  // the default Base
-#endif
 
 namespace minitrain {
 
-namespace detail {
-/// TrainConfig::lora_dropout when the config has that knob, else 0 (PEFT's default).
-template <class Config>
-double lora_dropout_of(const Config& c) {
-    if constexpr (requires { c.lora_dropout; })
-        return double(c.lora_dropout);
-    else
-        return 0.0;
-}
-}  // namespace detail
 
 template <int Rank, int Alpha, class Targets, class Base>
 struct LoRA {
@@ -77,7 +65,7 @@ struct LoRA {
         /// Builds the adapters (A seeded from init_seed, B = 0; dropout from TrainConfig::lora_dropout when
         /// the config has it), which freezes the base model and attaches to it.
         Objective(const TrainConfig& c, Model& model)
-            : Inner(c, model), adapters_(model, hash64(c.init_seed, 0x4c6f5241 /* "LoRA" */), detail::lora_dropout_of(c)),
+            : Inner(c, model), adapters_(model, hash64(c.init_seed, 0x4c6f5241 /* "LoRA" */), c.lora_dropout),
               base_model_(c.init_from) {}
 
         /// What the optimizer trains: the adapters only.

@@ -261,8 +261,8 @@ private:
                 model_->init(cfg_.init_seed);
             }
         }
-        say("model: ", model_->params().count(), " parameters (", model_->params().trainable_count(),
-            " trainable); ", total_steps_, " steps of ", tokens_per_step(), " tokens (batch ", cfg_.batch_size, " x ",
+        say("model: ", model_->params().count(), " parameters (", objective_->parameters().trainable_count(),
+            " trained); ", total_steps_, " steps of ", tokens_per_step(), " tokens (batch ", cfg_.batch_size, " x ",
             cfg_.max_seq_len, " x ", cfg_.accumulation_steps, " accumulation)");
     }
 
