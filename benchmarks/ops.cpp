@@ -268,17 +268,25 @@ struct GemmShape {
     bool ta, tb;
     std::int64_t M, N, K;
     bool accumulate;
-    int per_step;  // how many times one MiniMind2-Small step (8 layers) runs this product
+    int per_step;  // how many times one training step runs this product
 };
 
 void fill_random(float* p, std::int64_t n, std::uint64_t seed, float scale = 1.0f) {
     for (std::int64_t i = 0; i < n; ++i) p[i] = (uniform01(seed, std::uint64_t(i)) - 0.5f) * 2 * scale;
 }
 
-void run_gemm(const Options& o) {
-    constexpr std::int64_t N = 2048, C = 512, HD = 512, KVD = 128, F = 1408, V = 6400, L = 8;
+/// The linear layers of one training step of a dense model: N rows, C channels, HD = H*D, KVD = KV*D,
+/// F FFN hidden, V vocab, L layers (lm_head tied to the embedding).
+struct GemmModel {
+    const char* name;
+    std::int64_t N, C, HD, KVD, F, V, L;
+};
+
+void run_gemm(const Options& o, const GemmModel& m, bool squares) {
+    const std::int64_t N = m.N, C = m.C, HD = m.HD, KVD = m.KVD, F = m.F, V = m.V;
+    const int L = int(m.L);
     // Forward y = x w^T is gemm(no, T); backward dx = dy w is gemm(no, no); dw += dy^T x is gemm(T, no).
-    const GemmShape shapes[] = {
+    std::vector<GemmShape> shapes = {
         {"q,o fwd    x.w^T", false, true, N, HD, C, false, 2 * L},
         {"k,v fwd    x.w^T", false, true, N, KVD, C, false, 2 * L},
         {"gate|up fwd", false, true, N, 2 * F, C, false, L},
@@ -294,11 +302,14 @@ void run_gemm(const Options& o) {
         {"gate|up dw", true, false, 2 * F, C, N, true, L},
         {"down dw", true, false, C, F, N, true, L},
         {"lm_head dw", true, false, V, C, N, true, 1},
-        {"square 1024", false, false, 1024, 1024, 1024, false, 0},
-        {"square 2048", false, false, 2048, 2048, 2048, false, 0},
     };
-    std::printf("== GEMM f32, %d threads (median of %d; %% = of the probed FMA peak %.0f GFLOP/s)\n", o.threads,
-                o.reps, g_peak);
+    if (squares) {
+        shapes.push_back({"square 1024", false, false, 1024, 1024, 1024, false, 0});
+        shapes.push_back({"square 2048", false, false, 2048, 2048, 2048, false, 0});
+    }
+    std::printf("== GEMM f32 of %s (N=%ld C=%ld H*D=%ld KV*D=%ld F=%ld V=%ld L=%d), %d threads\n", m.name, long(N),
+                long(C), long(HD), long(KVD), long(F), long(V), L, o.threads);
+    std::printf("median of %d; %% = of the probed FMA peak %.0f GFLOP/s; ", o.reps, g_peak);
     std::printf("cpu%% = CPU share (process CPU time / (wall x threads)); on-CPU = GFLOP/s per second of CPU time x "
                 "threads, i.e. what a quiet machine would give if the threads never wait.\n");
     std::printf("%-22s %2s %2s %6s %6s %6s | %9s %8s %6s %5s %8s %6s | %9s %8s %6s %5s\n", "shape", "tA", "tB", "M", "N",
@@ -338,10 +349,10 @@ void run_gemm(const Options& o) {
         eigen_step_ms += theirs * s.per_step;
         step_flops += flops * s.per_step;
     }
-    std::printf("linear layers of one MiniMind2-Small step (fwd + dx + dw, 8 layers + lm_head): %.1f GFLOP, "
+    std::printf("linear layers of one %s step (fwd + dx + dw, %d layers + lm_head): %.1f GFLOP, "
                 "cpu::gemm %.0f ms wall (%.1f GFLOP/s, %.0f%% of peak), %.0f ms on-CPU (%.1f GFLOP/s, %.0f%%); "
                 "Eigen noalias %.0f ms wall\n\n",
-                step_flops / 1e9, step_ms, step_flops / step_ms / 1e6,
+                m.name, L, step_flops / 1e9, step_ms, step_flops / step_ms / 1e6,
                 g_peak > 0 ? 100 * step_flops / step_ms / 1e6 / g_peak : 0.0, step_cpu_ms, step_flops / step_cpu_ms / 1e6,
                 g_peak > 0 ? 100 * step_flops / step_cpu_ms / 1e6 / g_peak : 0.0, eigen_step_ms);
 }
@@ -591,7 +602,10 @@ int main(int argc, char** argv) {
         g_threads = o.threads;
         print_machine(o);
         if (o.only.empty() || o.only == "peak" || o.only == "gemm") run_peak(o);
-        if (o.only.empty() || o.only == "gemm") run_gemm(o);
+        if (o.only.empty() || o.only == "gemm") {
+            run_gemm(o, {"MiniMind2-Small (B=4 T=512)", 2048, 512, 512, 128, 1408, 6400, 8}, true);
+            run_gemm(o, {"tiny (B=8 T=128)", 1024, 128, 128, 64, 384, 512, 4}, false);
+        }
         if (o.only.empty() || o.only == "ops") run_ops(o);
         std::printf("\nload: %.2f (1-minute load average at end)\n", loadavg1());
     } catch (const std::exception& e) {

@@ -2,7 +2,7 @@
 # setup.sh: install what building and testing minitrain needs, from Debian's packages (Debian 12).
 #
 #   bash cmake/setup.sh                 build tools and libraries: enough for the tests
-#   bash cmake/setup.sh --quickstart    also the quickstart's text corpus (fortunes, fortune-mod)
+#   bash cmake/setup.sh --quickstart    also the quickstart's text corpora (fortunes; fortunes-zh for --chinese)
 #   bash cmake/setup.sh --with-torch    also PyTorch and OpenBLAS, for golden-file generation and the
 #                                       reference benchmarks only (large: not installed by default)
 #   bash cmake/setup.sh --check         only report what is missing (exit 1 if anything is)
@@ -18,7 +18,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 
 for arg in "$@"; do
   case "$arg" in
-    --quickstart) packages+=(fortunes fortune-mod) ;;
+    --quickstart) packages+=(fortunes fortune-mod fortunes-zh) ;;
     --with-torch) packages+=(python3-torch libopenblas0-openmp) ;;
     --check) check_only=1 ;;
     -h|--help) usage; exit 0 ;;
