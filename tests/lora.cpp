@@ -2,11 +2,6 @@
 // models (zero-init identity, only adapters train, base untouched bit for bit, adapter gradients of the
 // whole model against finite differences); PEFT's adapter folder (round trip, config fields, errors);
 // merging; and the LoRA task in the Trainer, including resume.
-// The counting operator new below is backed by malloc/free, which g++ reports as mismatched wherever it
-// inlines a new/delete pair: that pairing is the point here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
 
 #include <atomic>
 #include <cstdlib>
@@ -26,31 +21,7 @@
 
 #include "support/gradcheck.hpp"
 
-// Every heap allocation of this executable is counted: a steady-state LoRA step must make none.
-namespace {
-std::atomic<long> g_allocations{0};
-}
-void* operator new(std::size_t n) {
-    ++g_allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-    ++g_allocations;
-    std::size_t al = std::size_t(a);
-    if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#include "support/count_allocations.hpp"
 
 using namespace minitrain;
 using namespace mt_test;

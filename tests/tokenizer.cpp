@@ -25,24 +25,9 @@
 
 #include "minitrain/tokenizer/tokenizer.hpp"
 
-// GCC flags free() in a replaced operator delete as "mismatched" once it inlines it: that is the point.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
 // Every operator new in this executable is counted, to check that encoding allocates nothing in
 // steady state (PCRE2 uses malloc, which is not counted; with JIT it allocates nothing per match).
-namespace {
-std::atomic<long> g_allocations{0};
-}
-void* operator new(std::size_t n) {
-    ++g_allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "support/count_allocations.hpp"
 
 using namespace minitrain;
 namespace fs = std::filesystem;
