@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// 4 layers x 256 wide, 8 heads sharing 4 KV heads: about 3.7M parameters at vocabulary 2048.
+// 4 layers x 256 wide, 8 heads sharing 4 KV heads: about 3.5M parameters at vocabulary 2048.
 using QuickModel = Model<4, 256, 8, false, Knobs<4>>;
 
 /// Every quotation of the fortune files (records separated by a line holding "%"), as JSONL.
