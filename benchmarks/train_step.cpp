@@ -289,7 +289,8 @@ int run_driver(Options o) {
     else {
         MT_CHECK(o.wait_policy == "auto", "bench_train_step: --wait-policy must be auto, passive, active or inherit");
         // Spinning threads on an oversubscribed machine burn the time slices the working threads need.
-        policy = load + o.threads > double(std::thread::hardware_concurrency()) + 0.5 ? "PASSIVE" : "";
+        // The load counts runnable threads, including a benchmark that just ran: only more than the cores is "loaded".
+        policy = load > double(std::thread::hardware_concurrency()) + 0.5 ? "PASSIVE" : "";
         if (std::getenv("OMP_WAIT_POLICY")) policy = std::getenv("OMP_WAIT_POLICY");
     }
     if (policy.empty()) unsetenv("OMP_WAIT_POLICY");
