@@ -76,7 +76,7 @@ std::int64_t write_corpus(const fs::path& fortunes, const fs::path& jsonl, bool 
 int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/quickstart", corpus = "/usr/share/games/fortunes";
-        int steps = 600, vocab = 2048, threads = 0;
+        int steps = 400, vocab = 2048, threads = 0;
         bool resume = false, chinese = false;
         Flags flags("quickstart", "Train a tokenizer and a small language model on Debian's fortune quotations, then "
                                   "generate text. Finishes in a few minutes on 2 CPU cores.");
