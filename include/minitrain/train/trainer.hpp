@@ -175,7 +175,7 @@ public:
 
     /// Save a resumable checkpoint of the current step into <out_dir>/checkpoints/step_XXXXXXXX.
     std::filesystem::path save() {
-        auto dir = checkpoint_dir(step_);
+        auto dir = checkpoint_dir(cfg_.out_dir, step_);  // io/checkpoint.hpp: out_dir/checkpoints/step_%08d
         if constexpr (requires { objective_->save_checkpoint(dir, *model_, *optim_, state()); })
             objective_->save_checkpoint(dir, *model_, *optim_, state());  // the task adds its own files (LoRA)
         else
@@ -364,12 +364,6 @@ private:
                    {"accumulation_steps", cfg_.accumulation_steps}, {"batch_size", cfg_.batch_size},
                    {"max_seq_len", cfg_.max_seq_len}, {"seed", cfg_.seed}};
         return s;
-    }
-
-    std::filesystem::path checkpoint_dir(std::int64_t step) const {
-        char name[32];
-        std::snprintf(name, sizeof name, "step_%08lld", (long long)step);
-        return std::filesystem::path(cfg_.out_dir) / "checkpoints" / name;
     }
 
     std::int64_t tokens_per_step() const {
