@@ -2,22 +2,29 @@
 //
 //   finetune_demo [--out_dir runs/finetune_demo] [--threads 2]
 //
-// The task: two-digit addition asked in ChatML ("What is 23 + 45?" -> "68"). The demo writes, in one
-// process:
-//   data/pretrain_{train,val}.jsonl  plain statements {"text": "23 + 45 = 68."}
-//   data/sft_{train,val}.jsonl       {"conversations": [user "What is 23 + 45?", assistant "68"]}
-//   data/dpo_{train,val}.jsonl       {"chosen": [... "68"], "rejected": [... a wrong sum: off by 1 or 10]}
-//   data/test_prompts.txt            held-out questions (no pair of them occurs in any training file), and
-//   data/test_answers.txt            their answers, line by line (chat --prompts answers the first file)
+// What it shows is what the MiniMind pipeline is for: pretraining puts knowledge into the model,
+// fine-tuning teaches it to answer questions with that knowledge. The knowledge is the times table
+// from 1 x 1 to 24 x 24 (576 facts), written as plain statements; the questions are asked in ChatML.
+// The demo writes, in one process:
+//   data/pretrain_train.jsonl        every fact as a statement {"text": "7 x 8 = 56."}, 20 shuffled copies
+//   data/sft_{train,val}.jsonl       {"conversations": [user "What is 7 x 8?", assistant "56"]}
+//   data/dpo_{train,val}.jsonl       {"chosen": [... "56"], "rejected": [... a near miss: a neighbouring
+//                                    entry of the table, 48 or 63, or the answer off by one or ten]}
+//   data/test_prompts.txt            held-out questions: facts the model read in pretraining but was never
+//   data/test_answers.txt            asked about in any fine-tuning file (chat --prompts answers the first)
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
 // attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model), and after each
-// stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out prompts, using
+// stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out questions, using
 // the same ChatSession as examples/chat.cpp. The LoRA stage is scored the way chat --adapter runs it: the
 // adapter folder merged into a freshly loaded base.
 //
+// The pretrained model knows the table (it completes "7 x 8 =" correctly) but has never seen a
+// conversation, so it cannot answer a question; a fine-tuned model answers questions about facts that
+// no fine-tuning example contained only if fine-tuning taught it to use what pretraining stored.
+//
 // Tokenizer: trained on the texts with the digits removed, so no merge involves a digit and every digit
-// is one token (a number is its digits, not one of 100 unrelated ids): addition can generalize to unseen
-// pairs. The model is the "tiny" preset (4 layers x 128). Sized to finish in a few minutes on 2 cores.
+// is one token. The model is the "tiny" preset (4 layers x 128). Sized to finish in a few minutes on
+// 2 cores.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -43,8 +50,19 @@ using LoRA8 = LoRA<8, 16, LoRAAttentionMLP, SFT>;
 
 struct Problem {
     int a, b;
-    std::string question() const { return "What is " + std::to_string(a) + " + " + std::to_string(b) + "?"; }
-    std::string answer() const { return std::to_string(a + b); }
+    std::string expression() const { return std::to_string(a) + " x " + std::to_string(b); }
+    std::string question() const { return "What is " + expression() + "?"; }
+    std::string answer() const { return std::to_string(a * b); }
+    /// The fact in one of four wordings.
+    std::string statement(int wording = 0) const {
+        const std::string x = std::to_string(a), y = std::to_string(b);
+        switch (wording) {
+            case 1: return x + " times " + y + " is " + answer() + ".";
+            case 2: return "The product of " + x + " and " + y + " is " + answer() + ".";
+            case 3: return "Multiplying " + x + " by " + y + " gives " + answer() + ".";
+            default: return expression() + " = " + answer() + ".";
+        }
+    }
 };
 
 nlohmann::json conversation(const std::string& user, const std::string& assistant) {
@@ -98,9 +116,9 @@ TrainConfig base_config(const fs::path& out, const fs::path& tok_path, int vocab
 int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/finetune_demo";
-        int threads = 2, pretrain_steps = 600, sft_steps = 300, lora_steps = 300, dpo_steps = 100, n_test = 200;
+        int threads = 2, pretrain_steps = 1500, sft_steps = 200, lora_steps = 200, dpo_steps = 100, n_test = 150;
         std::uint64_t seed = 7;
-        Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on two-digit addition, with held-out accuracy "
+        Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
                                      "after each stage. A few minutes on 2 CPU cores.");
         flags.bind("out_dir", out_dir, "where the data, tokenizer and the four runs go");
         flags.bind("threads", threads, "CPU threads (0: all cores)");
@@ -118,25 +136,37 @@ int main(int argc, char** argv) {
 
         // ---- 1. data ---------------------------------------------------------------------------------
         std::vector<Problem> all;
-        for (int a = 0; a < 100; ++a)
-            for (int b = 0; b < 100; ++b) all.push_back({a, b});
+        for (int a = 1; a <= 24; ++a)
+            for (int b = 1; b <= 24; ++b) all.push_back({a, b});
         std::mt19937_64 rng(seed);
         std::shuffle(all.begin(), all.end(), rng);
+        n_test = std::min<int>(n_test, int(all.size()) / 2);
+        {  // pretraining text: every fact in 20 statements of varied wording (the held-out facts included),
+           // and, as web text has, question-and-answer lines for the facts that are not held out
+            std::vector<std::string> docs;
+            for (std::size_t i = 0; i < all.size(); ++i)
+                for (int c = 0; c < 20; ++c) {
+                    docs.push_back(all[i].statement(int(rng() % 4)));
+                    if (int(i) >= n_test && c % 4 == 0)
+                        docs.push_back("Q: " + all[i].question() + " A: " + all[i].answer() + ".");
+                }
+            std::shuffle(docs.begin(), docs.end(), rng);
+            std::ofstream pre(data / "pretrain_train.jsonl");
+            for (const std::string& d : docs) pre << nlohmann::json{{"text", d}}.dump() << '\n';
+        }
         const std::vector<Problem> test(all.begin(), all.begin() + n_test);
-        const std::vector<Problem> val(all.begin() + n_test, all.begin() + 2 * n_test);
-        const std::vector<Problem> train(all.begin() + 2 * n_test, all.end());
+        const std::vector<Problem> val(all.begin() + n_test, all.begin() + n_test + 50);
+        const std::vector<Problem> train(all.begin() + n_test + 50, all.end());
         auto wrong_answer = [&](const Problem& p) {
-            static const int deltas[] = {1, -1, 10, -10, 2};
+            const int deltas[] = {p.a, -p.a, p.b, -p.b, 1, -1, 10, -10};  // a table neighbour, or a slip
             int w;
-            do w = p.a + p.b + deltas[rng() % 5];
-            while (w < 0);
+            do w = p.a * p.b + deltas[rng() % 8];
+            while (w <= 0);
             return std::to_string(w);
         };
         auto write_split = [&](const std::string& name, const std::vector<Problem>& ps) {
-            std::ofstream pre(data / ("pretrain_" + name + ".jsonl")), sft(data / ("sft_" + name + ".jsonl")),
-                dpo(data / ("dpo_" + name + ".jsonl"));
+            std::ofstream sft(data / ("sft_" + name + ".jsonl")), dpo(data / ("dpo_" + name + ".jsonl"));
             for (const Problem& p : ps) {
-                pre << nlohmann::json{{"text", std::to_string(p.a) + " + " + std::to_string(p.b) + " = " + p.answer() + "."}}.dump() << '\n';
                 sft << nlohmann::json{{"conversations", conversation(p.question(), p.answer())}}.dump() << '\n';
                 dpo << nlohmann::json{{"chosen", conversation(p.question(), p.answer())},
                                       {"rejected", conversation(p.question(), wrong_answer(p))}}.dump() << '\n';
@@ -148,14 +178,15 @@ int main(int argc, char** argv) {
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
         write_lines(data / "test_answers.txt", as);
-        std::printf("[1/6] data: %zu train, %zu val, %zu held-out test problems in %s\n", train.size(), val.size(),
-                    test.size(), data.c_str());
+        std::printf("[1/6] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu held out, in %s\n",
+                    all.size(), train.size(), val.size(), test.size(), data.c_str());
 
         // ---- 2. tokenizer: the texts without digits, so that every digit stays a single byte token ------
         auto t0 = std::chrono::steady_clock::now();
         std::vector<std::string> texts;
-        for (std::size_t i = 0; i < 500; ++i) {
-            std::string s = train[i].question() + " " + std::to_string(train[i].a) + " + " + std::to_string(train[i].b) + " = .";
+        for (const Problem& p : train) {
+            std::string s = "Q: " + p.question() + " A: .";
+            for (int w = 0; w < 4; ++w) s += " " + p.statement(w);
             s.erase(std::remove_if(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; }), s.end());
             texts.push_back(s);
         }
@@ -163,8 +194,8 @@ int main(int argc, char** argv) {
         to.vocab_size = 300;
         Tokenizer tok = Tokenizer::train_from_texts(texts, to);
         tok.save(tok_path);
-        std::printf("[2/6] tokenizer: %d tokens (%.1f s); \"What is 23 + 45?\" -> %zu tokens\n", tok.vocab_size(),
-                    seconds_since(t0), tok.encode("What is 23 + 45?").size());
+        std::printf("[2/6] tokenizer: %d tokens (%.1f s); \"%s\" -> %zu tokens\n", tok.vocab_size(),
+                    seconds_since(t0), test[0].question().c_str(), tok.encode(test[0].question()).size());
         const int vocab = tok.vocab_size();
 
         // ---- 3. shards ----------------------------------------------------------------------------------
