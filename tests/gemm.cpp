@@ -74,11 +74,13 @@ void check_f32_gemm(GemmF32 f, const char* path) {
     // the 32-column panels; depths 300 and 520 cross KC = 256 once and twice.
     for (int threads : {1, 2}) {
         CPU::set_threads(threads);
-        for (auto [M, N, K] : {std::tuple{1, 1, 1}, {13, 33, 17}, {397, 45, 300}, {20, 530, 270}, {40, 24, 520}})
+        for (auto [M, N, K] : {std::tuple{1, 1, 1}, {13, 33, 17}, {397, 45, 300}, {20, 530, 270}, {40, 24, 520}, {29, 40, 1024}})
             for (int ta = 0; ta < 2; ++ta)
                 for (int tb = 0; tb < 2; ++tb)
                     for (int acc = 0; acc < 2; ++acc) {
-                        const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7;
+                        // Padded rows; and once rows exactly 1024 floats apart (A is then packed, see gemm_avx512.hpp).
+                        const int lda = K == 1024 && !ta ? 1024 : (ta ? M : K) + 3;
+                        const int ldb = (tb ? K : N) + 5, ldc = N + 7;
                         std::vector<float> A(std::size_t((ta ? K : M) * lda)), B(std::size_t((tb ? N : K) * ldb)),
                             C(std::size_t(M * ldc));
                         for (auto& x : A) x = float(rng.normal());

@@ -13,7 +13,7 @@
 //       pack B[pc.., jc..] into 32-column panels, k-major, zero-padded     -> L2 (KC x NC floats)
 //       for ic over M in MC rows
 //         A panels: read in place when A is row-major (12 strided rows), packed when A is stored
-//         transposed (12 contiguous floats per k)                          -> L1 (12 x KC floats)
+//         transposed (12 contiguous floats per k) or its rows are 4 KiB apart -> L1 (12 x KC floats)
 //         for each 12-row panel: for each 32-column panel: micro-kernel
 //
 // Packing B transposed (the forward x . W^T, W stored (out, in)) uses 16 x 16 in-register transposes;
@@ -148,6 +148,25 @@ inline void pack_a_transposed(const float* A, std::int64_t lda, std::int64_t m0,
     }
 }
 
+/// The same for a row-major A (stored (M, K)), through 16 x 16 transposes. Used only when A's rows are
+/// a multiple of 4 KiB apart: read in place, the 12 rows of a panel would then share one L1 set.
+inline void pack_a_rows(const float* A, std::int64_t lda, std::int64_t m0, std::int64_t mc, std::int64_t k0,
+                        std::int64_t kc, float* dst) {
+    for (std::int64_t p = 0; p < mc; p += MR, dst += MR * kc) {
+        const float* src = A + (m0 + p) * lda + k0;
+        const std::int64_t rows = std::min<std::int64_t>(MR, mc - p);
+        for (std::int64_t k = 0; k < kc; k += 16) {
+            const __mmask16 depth = lanes(kc - k);
+            __m512 r[16];
+            for (std::int64_t i = 0; i < 16; ++i)
+                r[i] = i < rows ? _mm512_maskz_loadu_ps(depth, src + i * lda + k) : _mm512_setzero_ps();
+            transpose16(r);
+            for (std::int64_t kk = 0; kk < 16 && k + kk < kc; ++kk)
+                _mm512_mask_storeu_ps(dst + (k + kk) * MR, __mmask16(0x0fff), r[kk]);
+        }
+    }
+}
+
 /// Packs depth k0..k0+kc, columns n0..n0+nc of op(B) into 32-column panels, b[panel][k][j], zero
 /// columns past nc.
 inline void pack_b(bool trans, const float* B, std::int64_t ldb, std::int64_t k0, std::int64_t kc, std::int64_t n0,
@@ -183,7 +202,8 @@ inline void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t
                        std::int64_t ldc, bool accumulate) {
     const std::int64_t kc_max = std::min(KC, K);
     const std::int64_t nc_max = std::min(NC, (n1 - n0 + NR - 1) / NR * NR);
-    const std::int64_t mc_max = trans_a ? std::min(MC, (m1 - m0 + MR - 1) / MR * MR) : 0;
+    const bool pack_a = trans_a || lda % 1024 == 0;  // see pack_a_rows
+    const std::int64_t mc_max = pack_a ? std::min(MC, (m1 - m0 + MR - 1) / MR * MR) : 0;
     float* packed_b = workspace(std::size_t(kc_max * (nc_max + mc_max)));
     float* packed_a = packed_b + kc_max * nc_max;  // 64-byte aligned: nc_max is a multiple of 32
     for (std::int64_t jc = n0; jc < n1; jc += NC) {
@@ -194,11 +214,14 @@ inline void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t
             pack_b(trans_b, B, ldb, pc, kc, jc, nc, packed_b);
             for (std::int64_t ic = m0; ic < m1; ic += MC) {
                 const std::int64_t mc = std::min(MC, m1 - ic);
-                if (trans_a) pack_a_transposed(A, lda, ic, mc, pc, kc, packed_a);
+                if (trans_a)
+                    pack_a_transposed(A, lda, ic, mc, pc, kc, packed_a);
+                else if (pack_a)
+                    pack_a_rows(A, lda, ic, mc, pc, kc, packed_a);
                 for (std::int64_t ir = 0; ir < mc; ir += MR) {
                     const int rows = int(std::min<std::int64_t>(MR, mc - ir));
-                    const MicroKernel kernel = trans_a ? kernels<true>[rows - 1] : kernels<false>[rows - 1];
-                    const float* a = trans_a ? packed_a + ir * kc : A + (ic + ir) * lda + pc;
+                    const MicroKernel kernel = pack_a ? kernels<true>[rows - 1] : kernels<false>[rows - 1];
+                    const float* a = pack_a ? packed_a + ir * kc : A + (ic + ir) * lda + pc;
                     float* c = C + (ic + ir) * ldc + jc;
                     for (std::int64_t jr = 0; jr < nc; jr += NR)
                         kernel(kc, a, lda, packed_b + jr * kc, c + jr, ldc, lanes(nc - jr), lanes(nc - jr - 16), add);
