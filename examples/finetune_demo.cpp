@@ -1,12 +1,13 @@
 // finetune_demo: the whole fine-tuning pipeline on a task whose answers can be checked exactly.
 //
-//   finetune_demo [--out_dir runs/finetune_demo] [--threads 2]
+//   finetune_demo [--out_dir runs/finetune_demo] [--threads 2] [--reuse_pretrain 1] [--sft_lr ...]
 //
 // What it shows is what the MiniMind pipeline is for: pretraining puts knowledge into the model,
 // fine-tuning teaches it to answer questions with that knowledge. The knowledge is the times table
-// from 1 x 1 to 24 x 24 (576 facts), written as plain statements; the questions are asked in ChatML.
-// The demo writes, in one process:
-//   data/pretrain_train.jsonl        every fact as a statement {"text": "7 x 8 = 56."}, 20 shuffled copies
+// from 1 x 1 to 24 x 24 (576 facts); the questions are asked in ChatML. The demo writes, in one process:
+//   data/pretrain_train.jsonl        every fact 20 times, in four wordings ("7 x 8 = 56.", "7 times 8 is
+//                                    56.", ...), plus, as web text has, question-and-answer lines
+//                                    ("Q: What is 7 x 8? A: 56.") for the facts that are not held out
 //   data/sft_{train,val}.jsonl       {"conversations": [user "What is 7 x 8?", assistant "56"]}
 //   data/dpo_{train,val}.jsonl       {"chosen": [... "56"], "rejected": [... a near miss: a neighbouring
 //                                    entry of the table, 48 or 63, or the answer off by one or ten]}
@@ -18,13 +19,14 @@
 // the same ChatSession as examples/chat.cpp. The LoRA stage is scored the way chat --adapter runs it: the
 // adapter folder merged into a freshly loaded base.
 //
-// The pretrained model knows the table (it completes "7 x 8 =" correctly) but has never seen a
-// conversation, so it cannot answer a question; a fine-tuned model answers questions about facts that
-// no fine-tuning example contained only if fine-tuning taught it to use what pretraining stored.
+// The pretrained model knows the held-out facts (it completes "Q: What is 7 x 8? A:" as plain text, and
+// the demo prints how often correctly) but has never seen a ChatML conversation, so it cannot answer
+// one; a fine-tuned model answers questions about facts that no fine-tuning example contained only if
+// fine-tuning taught it to use what pretraining stored rather than memorize its own examples.
 //
 // Tokenizer: trained on the texts with the digits removed, so no merge involves a digit and every digit
-// is one token. The model is the "tiny" preset (4 layers x 128). Sized to finish in a few minutes on
-// 2 cores.
+// is one token. The model is the "tiny" preset (4 layers x 128). Sized to finish in about five minutes
+// on 2 cores; --reuse_pretrain 1 re-runs only the fine-tuning stages on an earlier run's pretrained model.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -95,6 +97,23 @@ double accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector
     return double(right) / double(test.size());
 }
 
+/// The same for the pretraining text's own question format, "Q: What is 7 x 8? A: 56.", completed
+/// greedily after an end-of-text token: what the model knows, whatever it can say in a conversation.
+double text_accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<Problem>& test) {
+    SampleOptions o;
+    o.temperature = 0;
+    o.max_new_tokens = 6;
+    int right = 0;
+    for (const Problem& p : test) {
+        std::vector<std::int32_t> prompt = tok.encode("<|endoftext|>Q: " + p.question() + " A:");
+        std::string got = tok.decode(generate(model, prompt, o));
+        got = got.substr(0, got.find('.'));
+        got.erase(0, got.find_first_not_of(' '));
+        right += got == p.answer();
+    }
+    return double(right) / double(test.size());
+}
+
 TrainConfig base_config(const fs::path& out, const fs::path& tok_path, int vocab, int threads) {
     TrainConfig c;
     c.tokenizer = tok_path.string();
@@ -116,7 +135,9 @@ TrainConfig base_config(const fs::path& out, const fs::path& tok_path, int vocab
 int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/finetune_demo";
-        int threads = 2, pretrain_steps = 1500, sft_steps = 200, lora_steps = 200, dpo_steps = 100, n_test = 150;
+        int threads = 2, pretrain_steps = 1500, sft_steps = 600, lora_steps = 600, dpo_steps = 100, n_test = 150;
+        double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
+        bool reuse_pretrain = false;
         std::uint64_t seed = 7;
         Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
                                      "after each stage. A few minutes on 2 CPU cores.");
@@ -126,6 +147,11 @@ int main(int argc, char** argv) {
         flags.bind("sft_steps", sft_steps, "SFT steps (32 conversations)");
         flags.bind("lora_steps", lora_steps, "LoRA steps (32 conversations)");
         flags.bind("dpo_steps", dpo_steps, "DPO steps (32 pairs)");
+        flags.bind("sft_lr", sft_lr, "SFT peak learning rate (warmup, cosine to a tenth)");
+        flags.bind("lora_lr", lora_lr, "LoRA peak learning rate");
+        flags.bind("dpo_lr", dpo_lr, "DPO peak learning rate");
+        flags.bind("dpo_beta", dpo_beta, "DPO beta");
+        flags.bind("reuse_pretrain", reuse_pretrain, "skip pretraining: fine-tune the model already in OUT_DIR/pretrain/final");
         flags.bind("test", n_test, "held-out questions");
         flags.bind("seed", seed, "data split seed");
         flags.parse(argc, argv);
@@ -227,10 +253,17 @@ int main(int argc, char** argv) {
         };
 
         // ---- 4. pretraining -----------------------------------------------------------------------------
-        std::printf("[4/6] pretrain: %d steps\n", pretrain_steps);
         t0 = std::chrono::steady_clock::now();
         const fs::path pre_run = out / "pretrain";
-        {
+        if (reuse_pretrain) {
+            std::printf("[4/6] pretrain: reusing %s\n", (pre_run / "final").c_str());
+            Transformer<Net> m(load_model_config(pre_run / "final"));
+            load_pretrained(pre_run / "final", m);
+            report("pretrained", m, seconds_since(t0));
+            std::printf("    (the same model completing \"Q: <question> A:\" as plain text: %.1f%% of the held-out facts)\n",
+                        100 * text_accuracy(m, tok, test));
+        } else {
+            std::printf("[4/6] pretrain: %d steps\n", pretrain_steps);
             TrainConfig c = base_config(pre_run, tok_path, vocab, threads);
             c.train_data = prepared.train.pattern;
             c.val_data = prepared.val.pattern;
@@ -242,6 +275,8 @@ int main(int argc, char** argv) {
             t.fit();
             finish_folder(pre_run);
             report("pretrained", t.model(), seconds_since(t0));
+            std::printf("    (the same model completing \"Q: <question> A:\" as plain text: %.1f%% of the held-out facts)\n",
+                        100 * text_accuracy(t.model(), tok, test));
         }
 
         // ---- 5. SFT from the pretrained model -----------------------------------------------------------
@@ -254,8 +289,8 @@ int main(int argc, char** argv) {
             c.val_data = (data / "sft_val.jsonl").string();
             c.init_from = (pre_run / "final").string();
             c.max_steps = sft_steps;
-            c.learning_rate = 1e-3;
-            c.min_lr = 1e-4;
+            c.learning_rate = sft_lr;
+            c.min_lr = sft_lr / 10;
             c.warmup_steps = 20;
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, SFT> t(c);
             t.fit();
@@ -274,8 +309,8 @@ int main(int argc, char** argv) {
             c.val_data = (data / "sft_val.jsonl").string();
             c.init_from = (pre_run / "final").string();
             c.max_steps = lora_steps;
-            c.learning_rate = 3e-3;
-            c.min_lr = 3e-4;
+            c.learning_rate = lora_lr;
+            c.min_lr = lora_lr / 10;
             c.warmup_steps = 20;
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, LoRA8> t(c);
             t.fit();
@@ -297,10 +332,10 @@ int main(int argc, char** argv) {
             c.val_data = (data / "dpo_val.jsonl").string();
             c.init_from = (sft_run / "final").string();
             c.max_steps = dpo_steps;
-            c.learning_rate = 5e-5;
-            c.min_lr = 5e-6;
+            c.learning_rate = dpo_lr;
+            c.min_lr = dpo_lr / 10;
             c.warmup_steps = 10;
-            c.dpo_beta = 0.1;
+            c.dpo_beta = dpo_beta;
             c.log_interval = 25;
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, DPO> t(c);
             t.fit();
