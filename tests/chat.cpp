@@ -15,6 +15,7 @@
 #include <minitrain/train/lora.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -34,15 +35,6 @@ Tokenizer small_tokenizer() {
     return Tokenizer::train_from_texts(texts, o);
 }
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() / ("minitrain_chat_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
 
 /// The prompt as the template renders it, built by hand: ChatTemplate::encode of the conversation, then
 /// <|im_start|>assistant\n.

@@ -24,6 +24,7 @@
 #include <minitrain/optim/sgd.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -32,21 +33,6 @@ using json = nlohmann::json;
 
 namespace {
 
-/// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() /
-               ("minitrain-checkpoint-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

@@ -21,30 +21,15 @@
 #include "minitrain/data/jsonl.hpp"
 #include "minitrain/data/sft.hpp"
 #include "minitrain/memory/arena.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("minitrain-data-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-void write_text(const fs::path& p, const std::string& s) {
-    std::ofstream f(p, std::ios::binary);
-    f << s;
-}
+using mt_test::TempDir;
+using mt_test::write_text;
 
 /// A small tokenizer with MiniMind's special tokens (ids 0, 1, 2), trained once for the whole file.
 const Tokenizer& tokenizer() {

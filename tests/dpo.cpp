@@ -23,6 +23,7 @@
 #include <minitrain/train/trainer.hpp>
 
 #include "support/count_allocations.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -383,15 +384,6 @@ namespace fs = std::filesystem;
 using SmallNet = Model<2, 32, 4, false, Knobs<2>>;
 using SmallModel = Transformer<SmallNet>;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() / ("minitrain_dpo_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
 
 /// Synthetic preference pairs of token ids (vocabulary V, pad 0): a prompt of random tokens, a chosen
 /// reply that counts up from the prompt's last token, a rejected reply of random tokens. Replies (and the

@@ -22,6 +22,7 @@
 #include "support/gradcheck.hpp"
 
 #include "support/count_allocations.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -38,15 +39,6 @@ using Tf = Transformer<Net>;
 template <class Policy, class Net>
 using Adapters = LoRAAdapters<Policy, Tf<Net>>;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() / ("minitrain_lora_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
 
 std::vector<float> copy_of(const Tensor& t) { return std::vector<float>(t.data<float>(), t.data<float>() + t.numel()); }
 

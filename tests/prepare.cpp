@@ -19,30 +19,15 @@
 #include "minitrain/data/packing.hpp"
 #include "minitrain/data/prepare.hpp"
 #include "minitrain/data/shards.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("minitrain-prepare-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-void write_text(const fs::path& p, const std::string& s) {
-    std::ofstream f(p, std::ios::binary);
-    f << s;
-}
+using mt_test::TempDir;
+using mt_test::write_text;
 
 std::string read_bytes(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);

@@ -18,27 +18,14 @@
 #include "minitrain/io/mmap.hpp"
 #include "minitrain/io/safetensors.hpp"
 #include "minitrain/memory/arena.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 namespace fs = std::filesystem;
 
 namespace {
 
-/// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() /
-               ("minitrain-safetensors-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
+using mt_test::TempDir;
 
 std::vector<char> slurp(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);

@@ -7,6 +7,7 @@
 #include <minitrain/train/sft.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -17,11 +18,6 @@ namespace {
 using Net = Model<2, 32, 4, false, Knobs<2>>;
 using Train = Trainer<Net, Optimizer<AdamW>, Schedule<Cosine>, SFT>;
 
-struct TempDir {
-    fs::path path = fs::temp_directory_path() / ("minitrain_sft_" + std::to_string(::getpid()));
-    TempDir() { fs::create_directories(path); }
-    ~TempDir() { fs::remove_all(path); }
-};
 
 /// Conversations "add a b" -> "c": learnable, with a system turn on some of them.
 void write_conversations(const fs::path& file, int n, std::uint64_t seed) {

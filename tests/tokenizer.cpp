@@ -28,6 +28,7 @@
 // Every operator new in this executable is counted, to check that encoding allocates nothing in
 // steady state (PCRE2 uses malloc, which is not counted; with JIT it allocates nothing per match).
 #include "support/count_allocations.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 namespace fs = std::filesystem;
@@ -35,20 +36,7 @@ using Ids = std::vector<std::int32_t>;
 
 namespace {
 
-/// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("mt_tokenizer_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using mt_test::TempDir;
 
 std::string read_file(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);

@@ -6,6 +6,7 @@
 #include <minitrain/minitrain.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -16,19 +17,6 @@ namespace {
 using Net = Model<2, 32, 4, false, Knobs<2>>;
 using Train = Trainer<Net, Optimizer<AdamW>, Schedule<Cosine>, Pretrain>;
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        path = fs::temp_directory_path() / ("minitrain_trainer_" + std::to_string(::getpid()) + "_" +
-                                            std::to_string(counter()++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    static int& counter() {
-        static int c = 0;
-        return c;
-    }
-};
 
 /// A learnable corpus: noisy counting sequences "a, a+1, a+2, ..." modulo the vocabulary.
 void write_corpus(const fs::path& path, int tokens, int vocab, std::uint64_t seed) {

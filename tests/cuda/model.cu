@@ -17,6 +17,7 @@
 #include <minitrain/nn/lora.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -166,19 +167,6 @@ void check_against_cpu(const std::string& file) {
     }
 }
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("minitrain_cuda_model_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 }  // namespace
 
