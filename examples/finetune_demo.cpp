@@ -166,7 +166,8 @@ int main(int argc, char** argv) {
             for (int b = 1; b <= 24; ++b) all.push_back({a, b});
         std::mt19937_64 rng(seed);
         std::shuffle(all.begin(), all.end(), rng);
-        n_test = std::min<int>(n_test, int(all.size()) / 2);
+        MT_CHECK(n_test >= 1 && n_test <= int(all.size()) / 2, "--test ", n_test, ": must be between 1 and ",
+                 all.size() / 2, " (half of the ", all.size(), " facts)");
         {  // pretraining text: every fact in 20 statements of varied wording (the held-out facts included),
            // and, as web text has, question-and-answer lines for the facts that are not held out
             std::vector<std::string> docs;
