@@ -479,14 +479,14 @@ TEST_CASE("DPO objective: a steady-state step (reference, policy, loss, backward
         opt.step(1e-3);
     };
     {
-        const long a = g_allocations;
+        const long a = allocations_now();
         Buffer<CPU> b({4}, DType::f32);
-        REQUIRE(g_allocations > a);  // the counter sees allocations, so the zero below means something
+        REQUIRE(allocations_now() > a);  // the counter sees allocations, so the zero below means something
     }
     for (int i = 0; i < 4; ++i) step();
-    const long before = g_allocations;
+    const long before = allocations_now();
     for (int i = 0; i < 7; ++i) step();
-    CHECK(g_allocations - before == 0);
+    CHECK(allocations_now() - before == 0);
 }
 
 TEST_CASE("DPO objective: an MoE policy adds its balancing loss; the reference's is not counted") {

@@ -222,9 +222,9 @@ TEST_CASE("a steady-state LoRA step (adapter dropout, fused gate|up adapters) al
         opt.step();
     };
     for (int i = 0; i < 3; ++i) step();
-    const long before = g_allocations;
+    const long before = allocations_now();
     for (int i = 0; i < 3; ++i) step();
-    CHECK(g_allocations == before);
+    CHECK(allocations_now() == before);
 }
 
 TEST_CASE("adapter names, shapes and initialization follow PEFT") {

@@ -1,6 +1,7 @@
 // tests/support/count_allocations.hpp
 // Replaces the global operator new/delete of a test executable with versions that count every
-// allocation in g_allocations, so a test can assert that a steady-state step allocates nothing.
+// allocation in g_allocations; allocations_now() adds the blocks the CPU backend maps itself, so a
+// test can assert that a steady-state step allocates nothing.
 // Include it from exactly one translation unit of an executable (the test file; the doctest main
 // lives in another object and does not include it).
 #pragma once
@@ -14,7 +15,12 @@
 #include <cstdlib>
 #include <new>
 
+#include <minitrain/backend/cpu/cpu.hpp>
+
 inline std::atomic<long> g_allocations{0};
+
+/// Allocations so far: through operator new, plus the large blocks the CPU backend maps itself.
+inline long allocations_now() { return g_allocations + minitrain::CPU::mapped_allocations(); }
 
 void* operator new(std::size_t n) {
     ++g_allocations;
