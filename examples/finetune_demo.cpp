@@ -114,8 +114,17 @@ double text_accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::v
     return double(right) / double(test.size());
 }
 
-TrainConfig base_config(const fs::path& out, const fs::path& tok_path, int vocab, int threads) {
+/// What every stage shares, and its own data, length and learning rate (warmup, then cosine to a tenth).
+TrainConfig stage_config(const fs::path& out, const fs::path& tok_path, int vocab, int threads,
+                         const std::string& train_data, const std::string& val_data, int steps, double lr,
+                         int warmup) {
     TrainConfig c;
+    c.train_data = train_data;
+    c.val_data = val_data;
+    c.max_steps = steps;
+    c.learning_rate = lr;
+    c.min_lr = lr / 10;
+    c.warmup_steps = warmup;
     c.tokenizer = tok_path.string();
     c.vocab_size = vocab;
     c.batch_size = 32;
@@ -256,28 +265,25 @@ int main(int argc, char** argv) {
         // ---- 4. pretraining -----------------------------------------------------------------------------
         t0 = std::chrono::steady_clock::now();
         const fs::path pre_run = out / "pretrain";
+        auto report_pretrained = [&](Transformer<Net>& m) {
+            report("pretrained", m, seconds_since(t0));
+            std::printf("    (the same model completing \"Q: <question> A:\" as plain text: %.1f%% of the held-out facts)\n",
+                        100 * text_accuracy(m, tok, test));
+        };
+        const std::string sft_train = (data / "sft_train.jsonl").string(), sft_val = (data / "sft_val.jsonl").string();
         if (reuse_pretrain) {
             std::printf("[4/6] pretrain: reusing %s\n", (pre_run / "final").c_str());
             Transformer<Net> m(load_model_config(pre_run / "final"));
             load_pretrained(pre_run / "final", m);
-            report("pretrained", m, seconds_since(t0));
-            std::printf("    (the same model completing \"Q: <question> A:\" as plain text: %.1f%% of the held-out facts)\n",
-                        100 * text_accuracy(m, tok, test));
+            report_pretrained(m);
         } else {
             std::printf("[4/6] pretrain: %d steps\n", pretrain_steps);
-            TrainConfig c = base_config(pre_run, tok_path, vocab, threads);
-            c.train_data = prepared.train.pattern;
-            c.val_data = prepared.val.pattern;
-            c.max_steps = pretrain_steps;
-            c.learning_rate = 3e-3;
-            c.min_lr = 3e-4;
-            c.warmup_steps = 30;
+            TrainConfig c = stage_config(pre_run, tok_path, vocab, threads, prepared.train.pattern,
+                                         prepared.val.pattern, pretrain_steps, 3e-3, 30);
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, Pretrain> t(c);
             t.fit();
             finish_folder(pre_run);
-            report("pretrained", t.model(), seconds_since(t0));
-            std::printf("    (the same model completing \"Q: <question> A:\" as plain text: %.1f%% of the held-out facts)\n",
-                        100 * text_accuracy(t.model(), tok, test));
+            report_pretrained(t.model());
         }
 
         // ---- 5. SFT from the pretrained model -----------------------------------------------------------
@@ -285,14 +291,8 @@ int main(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         const fs::path sft_run = out / "sft";
         {
-            TrainConfig c = base_config(sft_run, tok_path, vocab, threads);
-            c.train_data = (data / "sft_train.jsonl").string();
-            c.val_data = (data / "sft_val.jsonl").string();
+            TrainConfig c = stage_config(sft_run, tok_path, vocab, threads, sft_train, sft_val, sft_steps, sft_lr, 20);
             c.init_from = (pre_run / "final").string();
-            c.max_steps = sft_steps;
-            c.learning_rate = sft_lr;
-            c.min_lr = sft_lr / 10;
-            c.warmup_steps = 20;
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, SFT> t(c);
             t.fit();
             finish_folder(sft_run);
@@ -305,14 +305,8 @@ int main(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         const fs::path lora_run = out / "lora";
         {
-            TrainConfig c = base_config(lora_run, tok_path, vocab, threads);
-            c.train_data = (data / "sft_train.jsonl").string();
-            c.val_data = (data / "sft_val.jsonl").string();
+            TrainConfig c = stage_config(lora_run, tok_path, vocab, threads, sft_train, sft_val, lora_steps, lora_lr, 20);
             c.init_from = (pre_run / "final").string();
-            c.max_steps = lora_steps;
-            c.learning_rate = lora_lr;
-            c.min_lr = lora_lr / 10;
-            c.warmup_steps = 20;
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, LoRA8> t(c);
             t.fit();
             const double secs = seconds_since(t0);
@@ -328,14 +322,9 @@ int main(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         const fs::path dpo_run = out / "dpo";
         {
-            TrainConfig c = base_config(dpo_run, tok_path, vocab, threads);
-            c.train_data = (data / "dpo_train.jsonl").string();
-            c.val_data = (data / "dpo_val.jsonl").string();
+            TrainConfig c = stage_config(dpo_run, tok_path, vocab, threads, (data / "dpo_train.jsonl").string(),
+                                         (data / "dpo_val.jsonl").string(), dpo_steps, dpo_lr, 10);
             c.init_from = (sft_run / "final").string();
-            c.max_steps = dpo_steps;
-            c.learning_rate = dpo_lr;
-            c.min_lr = dpo_lr / 10;
-            c.warmup_steps = 10;
             c.dpo_beta = dpo_beta;
             c.log_interval = 25;
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, DPO> t(c);
