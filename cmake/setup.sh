@@ -11,7 +11,7 @@
 # The CUDA toolkit is not a Debian package here: with /usr/local/cuda present, CMake finds it by itself.
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config libeigen3-dev doctest-dev nlohmann-json3-dev libpcre2-dev)
+packages=(cmake g++ make pkg-config libeigen3-dev doctest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev)
 check_only=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
