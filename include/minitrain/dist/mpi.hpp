@@ -20,6 +20,13 @@
 #error "minitrain/dist/mpi.hpp needs MPI: link the program with minitrain::mpi (find_package(minitrain COMPONENTS mpi)), which defines MINITRAIN_HAS_MPI"
 #endif
 
+// Only MPI's C API: skip the deprecated C++ bindings (and their warnings) when mpi.h offers them.
+#if !defined(OMPI_SKIP_MPICXX)
+#define OMPI_SKIP_MPICXX 1
+#endif
+#if !defined(MPICH_SKIP_MPICXX)
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <climits>
