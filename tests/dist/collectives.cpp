@@ -10,6 +10,8 @@
 //   throw            rank 1 throws while the others wait in an all-reduce: the job must end with rank 1's
 //                    message.
 //   kill             rank 1 dies by SIGKILL while the others wait in an all-reduce: mpirun must end the job.
+//   user_init        the program calls MPI_Init and MPI_Finalize itself, around two MpiComms.
+//   bench            (not a test) all-reduce and reduce-scatter + all-gather times of a 25.8M-float slab.
 // Prints "PASS <mode>" from rank 0 when a passing mode passes; "FAIL ..." lines otherwise.
 #include <minitrain/dist/dist.hpp>
 
@@ -139,6 +141,30 @@ void collectives(Comm& comm) {
     comm.barrier();
 }
 
+// Not a test: seconds per collective on a MiniMind2-Small gradient slab (25.8M f32), median of 5.
+void bench(Comm& comm) {
+    const std::size_t n = 25'830'000;
+    std::vector<float> g(n, 1.0f);
+    auto time = [&](auto&& op) {
+        std::vector<double> t;
+        for (int i = 0; i < 6; ++i) {
+            comm.barrier();
+            const auto a = std::chrono::steady_clock::now();
+            op();
+            t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+        }
+        std::sort(t.begin() + 1, t.end());  // the first run warms up
+        return t[3];
+    };
+    const double ar = time([&] { comm.all_reduce_sum(g.data(), n); });
+    const double rs = time([&] { comm.reduce_scatter_sum(g.data(), n); });
+    const double ag = time([&] { comm.all_gather(g.data(), n); });
+    if (comm.is_root())
+        std::printf("%d ranks, %zu floats (%.1f MB): all_reduce %.1f ms (%.2f GB/s of slab), reduce_scatter %.1f ms, "
+                    "all_gather %.1f ms\n",
+                    comm.world_size(), n, n * 4e-6, ar * 1e3, n * 4e-9 / ar, rs * 1e3, ag * 1e3);
+}
+
 nlohmann::json config_of(int rank, bool differ) {
     nlohmann::json c = {{"batch_size", 4}, {"learning_rate", 5e-4}, {"model", {{"dim", 64}, {"layers", 2}}},
                         {"train_data", "data/train_*.bin"}};
@@ -149,8 +175,32 @@ nlohmann::json config_of(int rank, bool differ) {
 
 }  // namespace
 
+// The program started MPI itself: MpiComm must neither initialize nor finalize it, and two MpiComms
+// (each on its own duplicate of MPI_COMM_WORLD) must not disturb each other.
+int user_init(int argc, char** argv) {
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    {
+        MpiComm a, b;
+        expect(!detail::MpiRuntime::get().owned(), a, "MpiComm took ownership of an MPI the program started");
+        double x = a.rank() + 1.0;
+        a.all_reduce_sum(&x, 1);
+        std::string s = b.is_root() ? "from b" : "";
+        b.broadcast(s);
+        expect(x == a.world_size() * (a.world_size() + 1) / 2.0 && s == "from b", a, "two communicators");
+        const std::int64_t total = b.all_reduce_sum(std::int64_t(failures));
+        if (a.is_root()) std::printf("%s user_init (%d ranks)\n", total == 0 ? "PASS" : "FAIL", a.world_size());
+        if (total) failures = 1;
+    }
+    int finalized = 0;
+    MPI_Finalize();
+    MPI_Finalized(&finalized);
+    return failures == 0 && finalized ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "user_init") return user_init(argc, argv);
     auto comm_ptr = make_comm();
     Comm& comm = *comm_ptr;
     const auto t0 = std::chrono::steady_clock::now();
@@ -176,8 +226,10 @@ int main(int argc, char** argv) {
             std::vector<float> g(1000);
             for (int step = 0; step < 1000000; ++step) comm.all_reduce_sum(g.data(), g.size());
             ++failures;
+        } else if (mode == "bench") {
+            bench(comm);
         } else {
-            detail::fail("unknown mode '", mode, "': collectives, config_match, config_mismatch, throw or kill");
+            detail::fail("unknown mode '", mode, "': collectives, config_match, config_mismatch, throw, kill, user_init or bench");
         }
         const std::int64_t total = comm.all_reduce_sum(std::int64_t(failures));
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

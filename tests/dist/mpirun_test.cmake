@@ -1,7 +1,7 @@
 # mpirun_test.cmake: run tests/dist/collectives.cpp under mpirun and judge the job as a whole.
 # Run by CTest as `cmake -P` (tests dist_<mode>_np<N>, see CMakeLists.txt) with
 #   -DMPIEXEC=<mpirun> -DNP=<ranks> -DPROGRAM=<test_dist_collectives> -DMODE=<mode> -DEXPECT=<regex>
-# Passing modes (collectives, config_match) must exit 0 and print EXPECT; the others must end the whole
+# Passing modes (collectives, config_match, user_init) must exit 0 and print EXPECT; the others must end the whole
 # job with a non-zero status, EXPECT in the output, and within TIMEOUT seconds (default 45): a hang fails.
 cmake_minimum_required(VERSION 3.25)
 foreach(var MPIEXEC NP PROGRAM MODE)
@@ -29,7 +29,7 @@ string(TIMESTAMP t1 "%s")
 math(EXPR seconds "${t1} - ${t0}")
 message(STATUS "exit status: ${rc}, ${seconds} s\n---- stdout\n${out}---- stderr\n${err}----")
 
-if(MODE STREQUAL "collectives" OR MODE STREQUAL "config_match")
+if(MODE MATCHES "^(collectives|config_match|user_init)$")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "FAIL: the job exited with '${rc}', expected 0")
   endif()
