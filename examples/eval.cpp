@@ -67,6 +67,8 @@ void run(const Options& a, std::string_view preset) {
     }
     MT_CHECK(tokens > 0, "eval: no target tokens in ", n, " batches");
     const double loss = nats / double(tokens);
+    MT_CHECK(std::isfinite(loss), "the mean loss over ", tokens, " tokens is ", loss,
+             ": the model overflows on this data (its weights are finite; it probably diverged while training)");
     std::printf("loss %.4f | ppl %.2f", loss, std::exp(loss));
     if (data.bytes_per_token() > 0) std::printf(" | bpb %.4f", loss / std::log(2.0) / data.bytes_per_token());
     std::printf(" | %lld tokens\n", (long long)tokens);

@@ -130,6 +130,17 @@ int main(int argc, char** argv) {
         flags.bind("keep_last", cfg.keep_last, "checkpoints kept (<= 0: all)");
         flags.bind("out_dir", cfg.out_dir, "where metrics, checkpoints and the final model go");
         flags.bind("resume", cfg.resume, "continue from the latest checkpoint in out_dir (if there is one)");
+        flags.bind("allow_changed_resume", cfg.allow_changed_resume,
+                   "resume even when settings, data or thread count differ from the saved run (the result then differs "
+                   "from an uninterrupted run)");
+
+        flags.section("Divergence guard");
+        flags.bind("max_bad_steps", cfg.max_bad_steps,
+                   "stop (exit 1) after this many skipped steps in a row; a step is skipped when its loss or gradient "
+                   "norm is NaN/Inf (0: never stop)");
+        flags.bind("skip_outlier_sigma", cfg.skip_outlier_sigma,
+                   "also skip steps whose loss or gradient norm is this many standard deviations above the last 128 "
+                   "steps' (0: off; llm.c uses 3 to 5)");
 
         flags.section("Run");
         flags.bind("threads", cfg.threads, "CPU threads (0: OpenMP's default)");

@@ -5,6 +5,7 @@
 // (tests/golden/minimind_ref.py) loading our folders and computing the same logits (and we loading its).
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -767,4 +768,99 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
     Transformer<TinyModel> theirs(load_model_config(tmp / "torch"));
     load_pretrained(tmp / "torch", theirs);
     compare(theirs, results[3], "dense (PyTorch's, read by us)");
+}
+
+// ---- crash-safe lifecycle: leftovers, prune, failed writes -------------------------------------------------
+
+TEST_CASE("remove_checkpoint_leftovers: dead processes' temporary folders and files and torn folders go, live ones stay") {
+    TempDir tmp;
+    Graph<CPU> g;
+    Transformer<TinyModel> m(tiny_rc);
+    m.init(71);
+    Optimizer<AdamW> opt(m.params());
+    TrainingState st;
+    for (int s = 1; s <= 2; ++s) {
+        train(m, opt, g, st, 1);
+        save_checkpoint(checkpoint_dir(tmp.path, st.step), m, opt, st);
+    }
+    const fs::path root = tmp / "checkpoints";
+    // A pid that cannot be running: fork a child that exits at once and reap it.
+    const pid_t dead = ::fork();
+    if (dead == 0) ::_exit(0);
+    ::waitpid(dead, nullptr, 0);
+    const std::string d = std::to_string(dead), live = std::to_string(::getppid());
+    for (const char* kind : {".tmp-", ".old-", ".del-"}) {
+        fs::create_directories(root / ("step_00000003" + std::string(kind) + d));
+        fs::create_directories(root / ("step_00000004" + std::string(kind) + live));
+    }
+    fs::create_directories(root / "step_00000005");  // torn: only one of its three files
+    spit(root / "step_00000005" / "config.json", "{}");
+    spit(root / "step_00000002" / ("model.safetensors.tmp." + d), "partial");
+    fs::create_directories(tmp / "final");
+    spit(tmp / "final" / ("config.json.tmp." + d), "partial");
+    fs::create_directories(tmp / ("final.tmp-" + d));
+    spit(tmp / ("metrics.jsonl"), "{}\n");
+
+    const auto notes = remove_checkpoint_leftovers(tmp.path);
+    CHECK(notes.size() == 7);
+    for (const char* kind : {".tmp-", ".old-", ".del-"}) {
+        CHECK_FALSE(fs::exists(root / ("step_00000003" + std::string(kind) + d)));
+        CHECK(fs::exists(root / ("step_00000004" + std::string(kind) + live)));  // its process still runs
+    }
+    CHECK_FALSE(fs::exists(root / "step_00000005"));
+    CHECK_FALSE(fs::exists(root / "step_00000002" / ("model.safetensors.tmp." + d)));
+    CHECK_FALSE(fs::exists(tmp / "final" / ("config.json.tmp." + d)));
+    CHECK_FALSE(fs::exists(tmp / ("final.tmp-" + d)));
+    CHECK(fs::exists(tmp / "metrics.jsonl"));
+    CHECK(list_checkpoints(tmp.path).size() == 2);
+    CHECK(remove_checkpoint_leftovers(tmp.path).empty());
+
+    // Prune deletes whole folders: no step_N is ever seen half deleted, nothing is left behind.
+    for (const char* kind : {".tmp-", ".old-", ".del-"}) fs::remove_all(root / ("step_00000004" + std::string(kind) + live));
+    prune_checkpoints(tmp.path, 1);
+    for (auto& e : fs::directory_iterator(root)) CHECK_MESSAGE(!contains(e.path().filename().string(), ".del-"), e.path());
+    CHECK(latest_checkpoint(tmp.path) == root / "step_00000002");
+}
+
+TEST_CASE("a checkpoint that cannot be written names the checkpoint folder, not the temporary one") {
+    TempDir tmp;
+    const fs::path dir = checkpoint_dir(tmp.path, 9);
+    std::string msg;
+    try {
+        minitrain::detail::write_directory_atomic(dir, [&](const fs::path& t) {
+            write_file_atomic(t / "model.safetensors", [](std::ostream&) { throw Error("No space left on device"); });
+        });
+    } catch (const Error& e) {
+        msg = e.what();
+    }
+    INFO(msg);
+    CHECK(contains(msg, dir.string() + ": not saved (nothing was written)"));
+    CHECK(contains(msg, (dir / "model.safetensors").string()));
+    CHECK_FALSE(contains(msg, ".tmp-"));
+    CHECK_FALSE(fs::exists(dir));
+    for (auto& e : fs::directory_iterator(tmp / "checkpoints")) CHECK_MESSAGE(false, "left behind: ", e.path());
+}
+
+TEST_CASE("load_checkpoint: a negative step in the training state is an Error naming the file") {
+    TempDir tmp;
+    Graph<CPU> g;
+    Transformer<TinyModel> m(tiny_rc);
+    m.init(73);
+    Optimizer<AdamW> opt(m.params());
+    TrainingState st;
+    train(m, opt, g, st, 1);
+    const fs::path dir = checkpoint_dir(tmp.path, 1);
+    save_checkpoint(dir, m, opt, st);
+    // Rewrite the state with step -5 (metadata only; the tensors stay).
+    SafeTensors st_file(dir / "training_state.safetensors");
+    auto meta = nlohmann::json::parse(st_file.metadata().at("minitrain.training_state"));
+    meta["step"] = -5;
+    std::vector<NamedTensor> named;
+    for (const auto& [n, t] : opt.state()) named.push_back({"optimizer." + n, t});
+    save_safetensors(dir / "training_state.safetensors", named, {{"format", "pt"}, {"minitrain.training_state", meta.dump()}});
+    Transformer<TinyModel> r(tiny_rc);
+    Optimizer<AdamW> ro(r.params());
+    CHECK_THROWS_WITH_AS(load_checkpoint(dir, r, ro),
+                         doctest::Contains("training_state.safetensors: training state counters must be >= 0, found step -5"),
+                         Error);
 }

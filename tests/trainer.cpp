@@ -1,7 +1,9 @@
 // The Pretrain trainer end to end on a small synthetic corpus: the loss falls, the run directory holds
 // metrics and checkpoints, and stopping + resuming reproduces the uninterrupted run bit for bit.
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include <minitrain/minitrain.hpp>
 
@@ -154,4 +156,189 @@ TEST_CASE("configuration errors name the knob") {
     c.val_data.clear();
     c.max_seq_len = 4000;  // more than the corpus holds
     CHECK_THROWS_WITH_AS(Train{c}, doctest::Contains("one batch needs"), Error);
+}
+
+// ---- divergence guard ----------------------------------------------------------------------------------
+
+TEST_CASE("StepGuard: non-finite steps and outliers are skipped, K in a row is divergence, state round-trips") {
+    StepGuard g({.outlier_sigma = 3, .max_bad_steps = 3, .window = 32, .min_history = 8});
+    CHECK(g.judge(std::nan(""), 1.0) == StepGuard::Verdict::non_finite);
+    CHECK(g.judge(2.0, INFINITY) == StepGuard::Verdict::non_finite);
+    CHECK(g.consecutive() == 2);
+    CHECK_FALSE(g.diverged());
+    // Below min_history nothing is an outlier, however large.
+    for (int i = 0; i < 7; ++i) CHECK(g.judge(3.0 + 0.01 * (i % 3), 1.0 + 0.01 * (i % 2)) == StepGuard::Verdict::apply);
+    CHECK(g.consecutive() == 0);
+    CHECK(g.judge(1e6, 1.0) == StepGuard::Verdict::apply);  // the 8th applied step: still no judgement before it
+    StepGuard h({.outlier_sigma = 3, .max_bad_steps = 3, .window = 32, .min_history = 8});
+    for (int i = 0; i < 20; ++i) CHECK(h.judge(3.0 + 0.01 * (i % 3), 1.0 + 0.01 * (i % 2)) == StepGuard::Verdict::apply);
+    CHECK(h.judge(3.5, 1.0) == StepGuard::Verdict::outlier);  // loss 60 sigma above
+    CHECK(h.judge(3.0, 9.0) == StepGuard::Verdict::outlier);  // norm far above
+    CHECK(h.judge(2.0, 0.5) == StepGuard::Verdict::apply);    // low is not an outlier: only spikes are
+    CHECK(h.outliers() == 2);
+    CHECK(h.skipped() == 2);
+    StepGuard r({.outlier_sigma = 3, .max_bad_steps = 3, .window = 32, .min_history = 8});
+    r.restore(h.state(), "test");
+    CHECK(r.state() == h.state());
+    CHECK(r.judge(3.5, 1.0) == h.judge(3.5, 1.0));
+    CHECK(r.loss_z(3.2) == h.loss_z(3.2));
+    for (int i = 0; i < 2; ++i) h.judge(NAN, NAN);
+    CHECK_FALSE(h.diverged());
+    h.judge(NAN, 1.0);
+    CHECK(h.diverged());
+    StepGuard small({.outlier_sigma = 3, .max_bad_steps = 3, .window = 4, .min_history = 2});
+    CHECK_THROWS_WITH_AS(small.restore(r.state(), "ckpt/training_state.safetensors"),
+                         doctest::Contains("ckpt/training_state.safetensors"), Error);
+}
+
+namespace {
+bool all_finite(Train& t) { return !find_non_finite(t.model().params()).has_value(); }
+std::string slurp(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+}  // namespace
+
+TEST_CASE("a diverging run stops with TrainingDiverged, keeps finite weights and writes no NaN checkpoint") {
+    TempDir dir;
+    write_corpus(dir.path / "train.bin", 6000, 50, 11);
+    write_corpus(dir.path / "val.bin", 1000, 50, 12);
+    TrainConfig c = small_config(dir);
+    c.max_steps = 40;
+    c.save_interval = 2;
+    c.keep_last = 1;
+    c.grad_clip = 0;
+    c.max_bad_steps = 3;
+    c.learning_rate = 1e30;  // the first update sends the weights to ~1e30: every later loss overflows
+    c.log_interval = 100;
+    Train t(c);
+    std::string msg;
+    try {
+        t.fit();
+    } catch (const TrainingDiverged& e) {
+        msg = e.what();
+    }
+    INFO(msg);
+    REQUIRE_FALSE(msg.empty());
+    CHECK(t.step() < 40);
+    CHECK(t.guard().consecutive() == 3);
+    CHECK(msg.find("learning_rate (this run: 1e+30") != std::string::npos);
+    CHECK(msg.find("grad_clip 1.0") != std::string::npos);
+    CHECK_FALSE(fs::exists(fs::path(c.out_dir) / "final"));
+    for (const auto& [step, path] : list_checkpoints(c.out_dir)) {  // every checkpoint that exists loads
+        Transformer<Net> m(ModelConfig{50, 16});
+        CHECK_NOTHROW(load_pretrained(path, m));
+    }
+    const std::string metrics = slurp(fs::path(c.out_dir) / "metrics.jsonl");
+    CHECK(metrics.find("\"skipped\":\"non_finite\"") != std::string::npos);
+    CHECK(metrics.find("\"skipped_steps\":3") != std::string::npos);
+
+    // A run whose gradients turn non-finite while its weights stay finite: the weights are those of the
+    // last applied step, so a checkpoint at the last good step exists and loads.
+    TrainConfig d = small_config(dir);
+    d.out_dir = (dir.path / "nan-grads").string();
+    d.max_steps = 30;
+    d.save_interval = 1;
+    d.keep_last = 1;
+    d.max_bad_steps = 2;
+    Train u(d);
+    for (int i = 0; i < 3; ++i) u.train_step();
+    u.save();
+    const auto before = weights(u);
+    // Poison one weight with Inf: the next loss is not finite, so the step is skipped, and saving now is refused.
+    u.model().params().find("model.norm.weight").var.data.data<float>()[0] = INFINITY;
+    CHECK_THROWS_WITH_AS(u.train_step(), doctest::Contains("weights are no longer finite"), TrainingDiverged);
+    CHECK_FALSE(u.last_step_applied());
+    CHECK(latest_checkpoint(d.out_dir) == checkpoint_dir(d.out_dir, 3));  // the newest finite one is kept
+    Transformer<Net> m(ModelConfig{50, 16});
+    load_pretrained(*latest_checkpoint(d.out_dir), m);
+    CHECK(std::memcmp(m.params().data().data<float>(), before.data(), before.size() * sizeof(float)) == 0);
+    CHECK_FALSE(all_finite(u));
+}
+
+TEST_CASE("load_pretrained refuses non-finite weights, naming the tensor, and changes nothing") {
+    TempDir dir;
+    Transformer<Net> m(ModelConfig{50, 16});
+    m.init(3);
+    save_pretrained(dir.path / "ok", m);
+    auto& data = m.params().data();
+    const Parameter& victim = m.params().all()[2];
+    data.data<float>()[victim.offset + 4] = NAN;
+    CHECK_THROWS_WITH_AS(save_pretrained(dir.path / "bad", m), doctest::Contains(victim.name.c_str()), Error);
+    CHECK_FALSE(fs::exists(dir.path / "bad" / "model.safetensors"));
+    // Write the NaN file by hand, as a diverged run of an older version would have.
+    std::vector<NamedTensor> named;
+    for (const Parameter& p : m.params().all()) named.push_back({p.name, p.var.data});
+    fs::create_directories(dir.path / "bad");
+    save_safetensors(dir.path / "bad" / "model.safetensors", named, {{"format", "pt"}});
+    fs::copy_file(dir.path / "ok" / "config.json", dir.path / "bad" / "config.json");
+    Transformer<Net> fresh(ModelConfig{50, 16});
+    fresh.init(9);
+    const std::vector<float> w(fresh.params().data().data<float>(), fresh.params().data().data<float>() + fresh.params().count());
+    CHECK_THROWS_WITH_AS(load_pretrained(dir.path / "bad", fresh),
+                         doctest::Contains((victim.name + " holds 1 non-finite value").c_str()), Error);
+    CHECK(std::memcmp(fresh.params().data().data<float>(), w.data(), w.size() * sizeof(float)) == 0);
+}
+
+// ---- resume checks ---------------------------------------------------------------------------------------
+
+TEST_CASE("resume refuses changed settings, data and thread counts unless allowed; harmless changes are notes") {
+    TempDir dir;
+    write_corpus(dir.path / "train.bin", 6000, 50, 13);
+    write_corpus(dir.path / "val.bin", 1000, 50, 14);
+    TrainConfig c = small_config(dir);
+    c.max_steps = 8;
+    c.skip_outlier_sigma = 3;  // the guard's window goes into the checkpoint too
+    {
+        Train t(c);
+        for (int i = 0; i < 4; ++i) t.train_step();
+        t.save();
+    }
+    TrainConfig r = c;
+    r.resume = true;
+    TrainConfig lr = r;
+    lr.learning_rate = 1e-3;
+    CHECK_THROWS_WITH_AS(Train{lr}, doctest::Contains("learning_rate: 0.003 in the saved run, 0.001 now"), Error);
+    TrainConfig thr = r;
+    thr.threads = 1;
+    CHECK_THROWS_WITH_AS(Train{thr}, doctest::Contains("threads: 2 in the saved run, 1 now"), Error);
+    TrainConfig seed = r;
+    seed.seed = 7;
+    CHECK_THROWS_WITH_AS(Train{seed}, doctest::Contains("seed"), Error);
+    lr.allow_changed_resume = true;
+    {
+        Train ok(lr);
+        CHECK(ok.step() == 4);
+    }
+    // Other training data (same name, other contents) is refused; other validation data is only a note.
+    write_corpus(dir.path / "val.bin", 1200, 50, 15);
+    { Train ok(r); CHECK(ok.step() == 4); }
+    write_corpus(dir.path / "train.bin", 6000, 50, 16);
+    CHECK_THROWS_WITH_AS(Train{r}, doctest::Contains("train_data: 1 file starting with train.bin"), Error);
+}
+
+TEST_CASE("bad flag combinations are refused at start, naming the knob") {
+    TempDir dir;
+    write_corpus(dir.path / "train.bin", 2000, 50, 17);
+    TrainConfig base = small_config(dir);
+    base.val_data.clear();
+    base.max_steps = 4;
+    auto refused = [&](auto change, const char* what) {
+        TrainConfig c = base;
+        change(c);
+        CHECK_THROWS_WITH_AS(Train{c}, doctest::Contains(what), Error);
+    };
+    refused([](TrainConfig& c) { c.threads = -3; }, "threads must be >= 0");
+    refused([](TrainConfig& c) { c.min_lr = 1; }, "min_lr must be between 0 and learning_rate");
+    refused([](TrainConfig& c) { c.beta2 = 1; }, "beta2");
+    refused([](TrainConfig& c) { c.dropout = 1.5; }, "dropout");
+    refused([](TrainConfig& c) { c.warmup_steps = 10; }, "warmup_steps 10 is more than the run's 4 steps");
+    refused([](TrainConfig& c) { c.save_interval = -1; }, "save_interval must be >= 0");
+    refused([](TrainConfig& c) { c.skip_outlier_sigma = 0.5; }, "skip_outlier_sigma");
+    refused([](TrainConfig& c) { c.max_bad_steps = -1; }, "max_bad_steps");
+}
+
+TEST_CASE("metrics: a failed write stops the run with the real file named") {
+    MetricsLog log("/dev/full");  // every write fails with ENOSPC, as on a full disk
+    CHECK_THROWS_WITH_AS(log.write({{"step", 1}}), doctest::Contains("/dev/full: cannot append to the metrics file"), Error);
 }

@@ -18,8 +18,12 @@
 // checkpoint folder as a whole is built in <dir>.tmp-<pid> and renamed to <dir> only when complete, so a
 // folder named step_N is always complete. Replacing an existing step_N moves it aside to <dir>.old-<pid>
 // first and removes it after; a crash between those two renames leaves no step_N, and latest_checkpoint()
-// falls back to the previous checkpoint. Leftover .tmp-/.old- folders are never read, and never deleted
-// either (they may belong to a process still running).
+// falls back to the previous checkpoint. Pruning renames step_N to step_N.del-<pid> before deleting it, so
+// a folder disappears whole too. remove_checkpoint_leftovers() (called by the trainer at start) deletes the
+// .tmp-/.old-/.del- folders and .tmp.<pid> files of processes that no longer run.
+//
+// A model never reaches disk with NaN or Inf in it: save_pretrained and save_checkpoint refuse, naming the
+// tensor, and load_pretrained refuses such a file the same way (so eval, generate and chat do).
 #pragma once
 
 #include <algorithm>
@@ -38,16 +42,19 @@
 #include <utility>
 #include <vector>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
 #include "../core/random.hpp"
+#include "../memory/finite.hpp"
 #include "../data/token_loader.hpp"
 #include "../nn/transformer.hpp"
 #include "../optim/optimizer.hpp"
 #include "atomic_file.hpp"
+#include "crash_point.hpp"
 #include "hf_config.hpp"
 #include "safetensors.hpp"
 
@@ -186,10 +193,19 @@ inline void write_directory_atomic(const std::filesystem::path& dir,
     try {
         write(tmp);
         if (int err = fsync_directory(tmp)) fail(tmp.string(), ": cannot sync folder: ", errno_text(err));
+    } catch (const std::exception& e) {
+        std::filesystem::remove_all(tmp, ec);
+        // Name the folder the user asked for, not our temporary one: "<dir>/model.safetensors: write failed".
+        std::string what = e.what();
+        for (std::size_t at; (at = what.find(tmp.string())) != std::string::npos;)
+            what.replace(at, tmp.string().size(), dir.string());
+        fail(dir.string(), ": not saved (", std::filesystem::exists(dir, ec) ? "the previous version is kept" : "nothing was written",
+             "): ", what);
     } catch (...) {
         std::filesystem::remove_all(tmp, ec);
         throw;
     }
+    crash_point("save.written");
     bool moved_aside = false;
     if (std::filesystem::exists(dir, ec)) {
         std::filesystem::remove_all(aside, ec);
@@ -200,6 +216,7 @@ inline void write_directory_atomic(const std::filesystem::path& dir,
             fail(dir.string(), ": cannot move the existing folder aside to ", aside.string(), ": ", why);
         }
         moved_aside = true;
+        crash_point("save.aside");
     }
     std::filesystem::rename(tmp, dir, ec);
     if (ec) {
@@ -210,7 +227,17 @@ inline void write_directory_atomic(const std::filesystem::path& dir,
     }
     if (int err = fsync_directory(parent))
         fail(dir.string(), ": written, but syncing ", parent.string(), " failed: ", errno_text(err));
+    crash_point("save.renamed");
     if (moved_aside) std::filesystem::remove_all(aside, ec);
+}
+
+/// Error naming `where` and the tensor when a parameter of `ps` is NaN or Inf.
+template <class Backend>
+void check_finite_parameters(const ParameterSet<Backend>& ps, const std::string& where, const char* doing) {
+    if (auto bad = find_non_finite(ps))
+        fail(where, ": ", doing, " a model with non-finite weights: ", describe(*bad),
+             ". The run diverged before this point; resume from an earlier checkpoint with a lower learning rate "
+             "or gradient clipping");
 }
 
 /// Typed access to the training-state JSON, with errors naming the file and the key.
@@ -255,6 +282,7 @@ struct StateJson {
 template <ModelPolicy Net, class Backend>
 void save_pretrained(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
                      const HFTokenIds& tokens = {}) {
+    detail::check_finite_parameters(model.params(), dir.string(), "refusing to save");
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) detail::fail(dir.string(), ": cannot create folder: ", ec.message());
@@ -307,7 +335,15 @@ void load_pretrained(const std::filesystem::path& dir, Transformer<Net, Backend>
         MT_CHECK(st.contains(p.name), where, ": missing tensor \"", p.name, "\" (expected shape ", p.shape, ")");
         detail::check_loadable(st, p.name, p.shape, false, "the model");
     }
+    // Every value checked before the first is copied (one tensor at a time), so a NaN file changes nothing.
     std::vector<float> staging;
+    for (const Parameter& p : ps.all()) {
+        staging.resize(std::size_t(p.shape.numel()));
+        st.read_into(p.name, detail::host_f32(staging.data(), p.shape));
+        if (auto bad = find_non_finite(p.name, staging.data(), p.shape.numel()))
+            detail::fail(where, ": refusing to load a model with non-finite weights: tensor ", describe(*bad),
+                         ". It was saved from a run that diverged; use an earlier checkpoint");
+    }
     for (const Parameter& p : ps.all()) detail::read_into_backend<Backend>(st, p.name, p.var.data, staging);
 }
 
@@ -364,6 +400,9 @@ void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Ba
             h = detail::host_f32(staging.back().data(), t.shape);
         }
         tensors.push_back({"optimizer." + name, h});
+        if (auto bad = find_non_finite("optimizer." + name, h.data<float>(), h.numel()))
+            detail::fail(dir.string(), ": refusing to save a checkpoint whose optimizer state is not finite: ",
+                         describe(*bad));
     }
 
     detail::write_directory_atomic(dir, [&](const std::filesystem::path& tmp) {
@@ -403,6 +442,9 @@ TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net,
     s.step = sj.i64(meta, "step", "step");
     s.epoch = sj.i64(meta, "epoch", "epoch");
     s.micro_step = sj.i64(meta, "micro_step", "micro_step");
+    MT_CHECK(s.step >= 0 && s.epoch >= 0 && s.micro_step >= 0, where,
+             ": training state counters must be >= 0, found step ", s.step, ", epoch ", s.epoch, ", micro_step ",
+             s.micro_step, " (the file is damaged or was not written by minitrain)");
     const auto& rng = sj.at(meta, "rng", "rng");
     s.rng.seed = sj.u64(rng, "seed", "rng.seed");
     s.rng.counter = sj.u64(rng, "counter", "rng.counter");
@@ -473,16 +515,79 @@ inline std::optional<std::filesystem::path> latest_checkpoint(const std::filesys
     return all.back().second;
 }
 
-/// Removes the oldest complete checkpoints so that `keep_last` remain; keep_last <= 0 keeps all.
-/// Incomplete and temporary folders are left alone.
+/// Removes the oldest complete checkpoints so that `keep_last` remain; keep_last <= 0 keeps all. Each one is
+/// first renamed to <dir>.del-<pid> and then deleted, so no step_N folder is ever seen half deleted. The
+/// newest checkpoint is never removed; since checkpoints are only written with finite weights, neither is
+/// the newest finite one. Incomplete and temporary folders are left alone.
 inline void prune_checkpoints(const std::filesystem::path& out_dir, int keep_last) {
     if (keep_last <= 0) return;
     auto all = list_checkpoints(out_dir);
     for (std::size_t i = 0; i + std::size_t(keep_last) < all.size(); ++i) {
         std::error_code ec;
-        std::filesystem::remove_all(all[i].second, ec);
-        if (ec) detail::fail(all[i].second.string(), ": cannot remove old checkpoint: ", ec.message());
+        std::filesystem::path doomed = all[i].second;
+        doomed += ".del-" + std::to_string(::getpid());
+        std::filesystem::rename(all[i].second, doomed, ec);
+        if (ec) detail::fail(all[i].second.string(), ": cannot remove old checkpoint (rename to ", doomed.string(), "): ", ec.message());
+        detail::crash_point("prune.renamed");
+        std::filesystem::remove_all(doomed, ec);
+        if (ec) detail::fail(doomed.string(), ": cannot remove old checkpoint: ", ec.message());
     }
+}
+
+namespace detail {
+
+/// The pid in a name ending in `<marker><digits>` (".tmp-123", ".old-123", ".del-123", ".tmp.123"), or -1.
+inline long leftover_pid(const std::string& name) {
+    for (const char* marker : {".tmp-", ".old-", ".del-", ".tmp."}) {
+        const auto at = name.rfind(marker);
+        if (at == std::string::npos || at == 0) continue;
+        const std::string digits = name.substr(at + 5);
+        if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+        return std::stol(digits);
+    }
+    return -1;
+}
+
+/// Whether a process with this pid runs on this machine (EPERM: it exists, owned by someone else).
+inline bool process_alive(long pid) { return pid > 0 && (::kill(pid_t(pid), 0) == 0 || errno == EPERM); }
+
+}  // namespace detail
+
+/// Removes what interrupted saves and prunes left in a run folder: <out_dir>/checkpoints/*.{tmp,old,del}-<pid>
+/// folders and *.tmp.<pid> files (in out_dir, its checkpoints and final/) whose process no longer runs,
+/// and step_N folders with files missing (torn by a prune of an older minitrain, or by hand). Returns one
+/// note per entry removed. The pid test assumes one machine writes the folder (as rank 0 alone does).
+inline std::vector<std::string> remove_checkpoint_leftovers(const std::filesystem::path& out_dir) {
+    namespace fs = std::filesystem;
+    std::vector<std::string> notes;
+    std::error_code ec;
+    auto sweep = [&](const fs::path& folder, bool checkpoints) {
+        if (!fs::is_directory(folder, ec)) return;
+        std::vector<fs::path> doomed;
+        for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+            const fs::path& p = it->path();
+            const std::string name = p.filename().string();
+            const long pid = detail::leftover_pid(name);
+            if (pid > 0 && pid != long(::getpid()) && !detail::process_alive(pid)) {
+                doomed.push_back(p);
+            } else if (checkpoints && detail::step_of(name) >= 0 && fs::is_directory(p, ec) &&
+                       !(detail::regular_file(p / detail::config_file) && detail::regular_file(p / detail::weights_file) &&
+                         detail::regular_file(p / detail::state_file))) {
+                doomed.push_back(p);
+            }
+        }
+        ec.clear();
+        for (const fs::path& p : doomed) {
+            fs::remove_all(p, ec);
+            if (ec) detail::fail(p.string(), ": cannot remove the leftover of an interrupted save: ", ec.message());
+            notes.push_back("removed " + p.string() + " (left by an interrupted save or prune)");
+        }
+    };
+    sweep(out_dir, false);
+    sweep(out_dir / "final", false);
+    sweep(out_dir / "checkpoints", true);
+    for (const auto& [step, dir] : list_checkpoints(out_dir)) sweep(dir, false);
+    return notes;
 }
 
 }  // namespace minitrain

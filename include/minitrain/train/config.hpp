@@ -49,6 +49,10 @@ struct TrainConfig {
     // ---- preference optimization
     double dpo_beta = 0.15;  // DPO's beta: larger keeps the policy closer to the reference model
 
+    // ---- divergence guard (train/guard.hpp)
+    double skip_outlier_sigma = 0;  // > 0: skip a step whose loss or grad norm is this many std devs above recent ones
+    int max_bad_steps = 5;          // skipped steps in a row (non-finite or outlier) that stop the run; 0: never stop
+
     // ---- logging, evaluation, checkpoints
     int log_interval = 100;
     int eval_interval = 0;   // 0: evaluate only at the end (when val_data is given)
@@ -59,6 +63,7 @@ struct TrainConfig {
     int keep_last = 3;
     std::string out_dir = "out";
     bool resume = false;
+    bool allow_changed_resume = false;  // resume even when settings that change the result differ from the saved run
     int threads = 0;  // 0: leave the thread count as it is
     bool quiet = false;
 };

@@ -2,11 +2,15 @@
 // The progress line and the metrics file: what a run tells the person watching it and the tools after it.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -28,23 +32,48 @@ inline std::string format_duration(double seconds) {
     return buf;
 }
 
-/// Appends one JSON object per line to <out_dir>/metrics.jsonl (flushed each line: a crash loses nothing).
+/// Appends one JSON object per line to <out_dir>/metrics.jsonl. Each line goes to the file in one write(2)
+/// on an O_APPEND descriptor (nothing is buffered in the process: a crash loses nothing written), and a
+/// failed or short write (a full disk, a quota) is an Error naming the file, so a run never goes on
+/// with its metrics silently lost.
 class MetricsLog {
 public:
     explicit MetricsLog(const std::filesystem::path& path) : path_(path) {
-        std::filesystem::create_directories(path.parent_path());
-        out_.open(path, std::ios::app);
-        MT_CHECK(out_.good(), path.string(), ": cannot open the metrics file for appending");
+        std::error_code ec;
+        if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+        fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+        if (fd_ < 0) {
+            const int err = errno;
+            detail::fail(path.string(), ": cannot open the metrics file for appending: ", std::strerror(err));
+        }
     }
+    MetricsLog(const MetricsLog&) = delete;
+    MetricsLog& operator=(const MetricsLog&) = delete;
+    ~MetricsLog() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+
     void write(const nlohmann::json& j) {
-        out_ << j.dump() << '\n';
-        out_.flush();
+        const std::string line = j.dump() + '\n';
+        const char* p = line.data();
+        std::size_t left = line.size();
+        while (left > 0) {
+            const ssize_t w = ::write(fd_, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                const int err = w < 0 ? errno : ENOSPC;
+                detail::fail(path_.string(), ": cannot append to the metrics file: ", std::strerror(err),
+                             " (the run stops rather than lose its metrics; free space and resume)");
+            }
+            p += w;
+            left -= std::size_t(w);
+        }
     }
     const std::filesystem::path& path() const { return path_; }
 
 private:
     std::filesystem::path path_;
-    std::ofstream out_;
+    int fd_ = -1;
 };
 
 /// Wall-clock timer for steps; the ETA uses the mean over recent steps (the first, warm-up step excluded).

@@ -8,8 +8,13 @@
 // eval_interval steps, a text sample every sample_interval steps, checkpoints every save_interval steps
 // keeping the last keep_last, a final save, and metrics appended to <out_dir>/metrics.jsonl.
 // A checkpoint holds everything the next step depends on (weights, optimizer moments and step, data
-// position, the dropout stream), so resuming reproduces the uninterrupted run bit for bit on the CPU
-// with the same thread count.
+// position, the dropout stream, the step guard's window), so resuming reproduces the uninterrupted run bit
+// for bit on the CPU with the same thread count; a resume whose settings, data or thread count differ from
+// the saved run's is refused unless allow_changed_resume (train/resume.hpp).
+//
+// Divergence: a step whose loss or gradient norm is not finite (or, with skip_outlier_sigma, an outlier) is
+// skipped without an update, and max_bad_steps skips in a row stop the run with TrainingDiverged
+// (train/guard.hpp). No checkpoint or final folder is ever written with non-finite weights.
 #pragma once
 
 #include <cmath>
@@ -30,8 +35,10 @@
 #include "../optim/sgd.hpp"
 #include "../schedule/schedule.hpp"
 #include "config.hpp"
+#include "guard.hpp"
 #include "pretrain.hpp"
 #include "progress.hpp"
+#include "resume.hpp"
 
 namespace minitrain {
 
@@ -104,7 +111,10 @@ public:
         total_steps_ = cfg_.max_steps > 0
                            ? cfg_.max_steps
                            : std::max<std::int64_t>(1, data_->batches_per_epoch() * cfg_.epochs / cfg_.accumulation_steps);
+        MT_CHECK(cfg_.warmup_steps <= total_steps_, "warmup_steps ", cfg_.warmup_steps, " is more than the run's ",
+                 total_steps_, " steps: the learning rate would never reach learning_rate");
         sched_.emplace(make_schedule());
+        guard_ = StepGuard({.outlier_sigma = cfg_.skip_outlier_sigma, .max_bad_steps = cfg_.max_bad_steps});
         graph_ = std::make_unique<Graph<Backend>>(0, 0, cfg_.seed);
         start();
     }
@@ -136,14 +146,19 @@ public:
                 last_metrics_[k].value += r.metrics[k].value / cfg_.accumulation_steps;
             }
         }
-        last_norm_ = clip_grad_norm(trained, cfg_.grad_clip);
+        last_norm_ = clip_grad_norm(trained, cfg_.grad_clip);  // the norm before clipping; NaN if any gradient is
         last_lr_ = (*sched_)(step_);
-        optim_->step(last_lr_);
+        last_loss_ = loss_sum / cfg_.accumulation_steps;
+        last_verdict_ = guard_.judge(last_loss_, last_norm_);
+        if (last_verdict_ == StepGuard::Verdict::apply) optim_->step(last_lr_);
         ++step_;
         double seconds = timer_.stop();
-        last_loss_ = loss_sum / cfg_.accumulation_steps;
         last_aux_ = aux_sum / cfg_.accumulation_steps;
         last_tokens_per_s_ = double(tokens) / seconds;
+        if (last_verdict_ != StepGuard::Verdict::apply) {
+            log_progress();  // a skipped step is always reported, on the console and in the metrics
+            if (guard_.diverged()) throw TrainingDiverged(divergence_message());
+        }
         after_step();
         return last_loss_;
     }
@@ -176,6 +191,10 @@ public:
     /// Save a resumable checkpoint of the current step into <out_dir>/checkpoints/step_XXXXXXXX.
     std::filesystem::path save() {
         auto dir = checkpoint_dir(cfg_.out_dir, step_);  // io/checkpoint.hpp: out_dir/checkpoints/step_%08d
+        if (auto bad = find_non_finite(model_->params()))  // save_checkpoint would refuse too; say why and what to do
+            throw TrainingDiverged("training diverged: at step " + std::to_string(step_) + " the weights are no longer "
+                                   "finite (" + describe(*bad) + "), so " + dir.string() + " was not written. " +
+                                   advice());
         if constexpr (requires { objective_->save_checkpoint(dir, *model_, *optim_, state()); })
             objective_->save_checkpoint(dir, *model_, *optim_, state());  // the task adds its own files (LoRA)
         else
@@ -185,6 +204,9 @@ public:
     }
 
     Model& model() { return *model_; }
+    const StepGuard& guard() const { return guard_; }
+    /// Whether the last train_step applied its update (false: skipped by the guard).
+    bool last_step_applied() const { return last_verdict_ == StepGuard::Verdict::apply; }
     Optim& optimizer() { return *optim_; }
     Data& data() { return *data_; }
     Objective& objective() { return *objective_; }
@@ -210,6 +232,68 @@ private:
                  "dtype ", cfg_.dtype, " needs the CUDA backend; the CPU backend trains in f32");
         MT_CHECK(cfg_.dtype == "f32" || cfg_.dtype == "bf16" || cfg_.dtype == "fp16",
                  "dtype must be f32, bf16 or fp16, got ", cfg_.dtype);
+        MT_CHECK(cfg_.threads >= 0, "threads must be >= 0 (0: OpenMP's default), got ", cfg_.threads);
+        MT_CHECK(cfg_.max_steps >= 0, "max_steps must be >= 0 (0: run for epochs), got ", cfg_.max_steps);
+        MT_CHECK(cfg_.total_batch_tokens >= 0, "total_batch_tokens must be >= 0 (0: use accumulation_steps), got ",
+                 cfg_.total_batch_tokens);
+        MT_CHECK(cfg_.min_lr >= 0 && cfg_.min_lr <= cfg_.learning_rate, "min_lr must be between 0 and learning_rate (",
+                 cfg_.learning_rate, "), got ", cfg_.min_lr);
+        MT_CHECK(cfg_.weight_decay >= 0, "weight_decay must be >= 0, got ", cfg_.weight_decay);
+        MT_CHECK(cfg_.beta1 >= 0 && cfg_.beta1 < 1, "beta1 must be in [0, 1), got ", cfg_.beta1);
+        MT_CHECK(cfg_.beta2 >= 0 && cfg_.beta2 < 1, "beta2 must be in [0, 1), got ", cfg_.beta2);
+        MT_CHECK(cfg_.eps > 0, "eps must be positive, got ", cfg_.eps);
+        MT_CHECK(cfg_.momentum >= 0 && cfg_.momentum < 1, "momentum must be in [0, 1), got ", cfg_.momentum);
+        MT_CHECK(cfg_.dropout >= 0 && cfg_.dropout < 1, "dropout must be in [0, 1), got ", cfg_.dropout);
+        MT_CHECK(cfg_.lora_dropout >= 0 && cfg_.lora_dropout < 1, "lora_dropout must be in [0, 1), got ", cfg_.lora_dropout);
+        MT_CHECK(cfg_.warmup_steps >= 0, "warmup_steps must be >= 0, got ", cfg_.warmup_steps);
+        MT_CHECK(cfg_.dpo_beta > 0, "dpo_beta must be positive, got ", cfg_.dpo_beta);
+        MT_CHECK(cfg_.val_fraction >= 0 && cfg_.val_fraction < 1, "val_fraction must be in [0, 1), got ", cfg_.val_fraction);
+        MT_CHECK(cfg_.skip_outlier_sigma == 0 || cfg_.skip_outlier_sigma >= 1,
+                 "skip_outlier_sigma must be 0 (off) or at least 1 (llm.c uses 3 to 5), got ", cfg_.skip_outlier_sigma);
+        MT_CHECK(cfg_.max_bad_steps >= 0, "max_bad_steps must be >= 0 (0: never stop), got ", cfg_.max_bad_steps);
+        for (auto [name, v] : {std::pair{"log_interval", cfg_.log_interval}, {"eval_interval", cfg_.eval_interval},
+                               {"eval_batches", cfg_.eval_batches}, {"sample_interval", cfg_.sample_interval},
+                               {"save_interval", cfg_.save_interval}})
+            MT_CHECK(v >= 0, name, " must be >= 0 (0: off), got ", v);
+        MT_CHECK(cfg_.sample_interval == 0 || cfg_.sample_tokens >= 1, "sample_tokens must be at least 1 with sample_interval ",
+                 cfg_.sample_interval, ", got ", cfg_.sample_tokens);
+    }
+
+    /// What to tell the user when the guard stops the run: what happened, where the last good state is, what to try.
+    std::string divergence_message() const {
+        std::ostringstream os;
+        const std::int64_t first = step_ - guard_.consecutive() + 1;
+        os << "training diverged: steps " << first << " to " << step_ << " were all skipped (" << guard_.consecutive()
+           << " in a row; max_bad_steps is " << cfg_.max_bad_steps << "). Step " << step_ << " had loss " << last_loss_
+           << " and gradient norm " << last_norm_
+           << (last_verdict_ == StepGuard::Verdict::outlier ? " (an outlier)" : " (not finite)") << ". ";
+        if (first > 1)
+            os << "No update was applied after step " << first - 1 << "; ";
+        if (auto last = latest_checkpoint(cfg_.out_dir))
+            os << "the last checkpoint is " << last->string() << ". ";
+        else
+            os << "there is no checkpoint yet. ";
+        os << advice();
+        return os.str();
+    }
+
+    /// What to try after a divergence, with this run's values.
+    std::string advice() const {
+        std::ostringstream os;
+        os << "What to try: a lower learning_rate (this run: " << cfg_.learning_rate
+           << "; MiniMind pretrains at 5e-4 and fine-tunes at 1e-5 to 1e-6), gradient clipping (grad_clip 1.0; this run: "
+           << cfg_.grad_clip << (cfg_.grad_clip > 0 ? "" : ", off") << "), a warmup (warmup_steps with a warmup schedule)"
+           << ", bf16 rather than fp16, and check the data for broken records. Then resume from the last checkpoint "
+              "(resume, with allow_changed_resume for the changed settings) or start again.";
+        return os.str();
+    }
+
+    /// The record a checkpoint keeps of the run, which a resume compares with (train/resume.hpp).
+    nlohmann::json run_record() const {
+        nlohmann::json data = {{"train_data", data_fingerprint(cfg_.train_data)},
+                               {"val_data", data_fingerprint(cfg_.val_data)}};
+        if (!cfg_.tokenizer.empty()) data["tokenizer"] = data_fingerprint(cfg_.tokenizer);
+        return {{"settings", run_settings(cfg_)}, {"data", data}, {"threads", Backend::threads()}};
     }
 
     Sched make_schedule() const {
@@ -227,6 +311,7 @@ private:
     /// Fresh start, resume from the latest checkpoint, or continue from a pretrained folder.
     void start() {
         std::filesystem::create_directories(cfg_.out_dir);
+        for (const std::string& note : remove_checkpoint_leftovers(cfg_.out_dir)) say("note: ", note);
         metrics_ = std::make_unique<MetricsLog>(std::filesystem::path(cfg_.out_dir) / "metrics.jsonl");
         std::optional<std::filesystem::path> latest;
         if (cfg_.resume) latest = latest_checkpoint(cfg_.out_dir);
@@ -245,6 +330,8 @@ private:
                          key, " = ", s.extra.value(key, nlohmann::json()).dump(), ", this one has ", now,
                          "; resume with the same value (or start a new out_dir)");
             }
+            check_resume(*latest, s);
+            if (s.extra.contains("guard")) guard_.restore(s.extra["guard"], latest->string());
             if (s.extra.contains("total_steps") && s.extra["total_steps"].get<std::int64_t>() != total_steps_)
                 say("note: the checkpoint's run had ", s.extra["total_steps"].get<std::int64_t>(), " steps, this one has ",
                     total_steps_, ": the learning-rate schedule is stretched from here on");
@@ -266,9 +353,34 @@ private:
             cfg_.max_seq_len, " x ", cfg_.accumulation_steps, " accumulation)");
     }
 
+    /// Refuses (or, with allow_changed_resume, notes) every difference that makes the resumed run differ from
+    /// the uninterrupted one; notes the harmless ones.
+    void check_resume(const std::filesystem::path& from, const TrainingState& s) {
+        if (!s.extra.contains("run")) {
+            say("note: ", from.string(), " records no settings (an older checkpoint): the resume is not checked");
+            return;
+        }
+        std::string breaking;
+        for (const RunDifference& d : compare_runs(s.extra["run"], run_record())) {
+            if (!d.breaks_exactness) {
+                say("note: ", d.what, " differs from the saved run (", d.saved, " then, ", d.now, " now)");
+                continue;
+            }
+            breaking += "\n  " + d.what + ": " + d.saved + " in the saved run, " + d.now + " now";
+            if (d.what == "threads") breaking += " (another reduction order: the weights drift by rounding)";
+        }
+        if (breaking.empty()) return;
+        MT_CHECK(cfg_.allow_changed_resume, from.string(), ": this run differs from the one that saved the checkpoint, "
+                 "so resuming would not reproduce it:", breaking, "\nResume with the saved values, or set "
+                 "allow_changed_resume (--allow_changed_resume 1) to go on with the new ones.");
+        say("note: resuming with changed settings (allow_changed_resume); the result will differ from an "
+            "uninterrupted run:", breaking);
+    }
+
     void after_step() {
         const bool last = step_ == total_steps_;
-        if (cfg_.log_interval > 0 && (step_ % cfg_.log_interval == 0 || last || step_ == 1)) log_progress();
+        const bool logged = last_verdict_ != StepGuard::Verdict::apply;  // train_step reported the skip already
+        if (!logged && cfg_.log_interval > 0 && (step_ % cfg_.log_interval == 0 || last || step_ == 1)) log_progress();
         if (data_->has_val() && ((cfg_.eval_interval > 0 && step_ % cfg_.eval_interval == 0) || last)) log_eval();
         if (cfg_.sample_interval > 0 && step_ % cfg_.sample_interval == 0) log_sample();
         if (cfg_.save_interval > 0 && step_ % cfg_.save_interval == 0 && !last) save();
@@ -277,10 +389,12 @@ private:
     void finish() {
         auto dir = save();
         auto final_dir = std::filesystem::path(cfg_.out_dir) / "final";
-        if constexpr (requires { objective_->save_final(final_dir, *model_); })
-            objective_->save_final(final_dir, *model_);  // e.g. LoRA: a PEFT adapter folder
-        else
-            save_pretrained(final_dir, *model_);
+        detail::write_directory_atomic(final_dir, [&](const std::filesystem::path& tmp) {  // whole or not at all
+            if constexpr (requires { objective_->save_final(tmp, *model_); })
+                objective_->save_final(tmp, *model_);  // e.g. LoRA: a PEFT adapter folder
+            else
+                save_pretrained(tmp, *model_);
+        });
         say("saved ", dir.string(), " (resumable) and ", final_dir.string(), " (Hugging Face folder); metrics in ",
             metrics_->path().string());
     }
@@ -303,10 +417,19 @@ private:
         std::snprintf(line, sizeof line, " | lr %.3e | norm %.3f | %.0f tok/s | ETA %s", last_lr_, last_norm_,
                       last_tokens_per_s_, format_duration(eta).c_str());
         s += line;
+        if (guard_.skipped() > 0) {
+            std::snprintf(line, sizeof line, " | skipped %lld", (long long)guard_.skipped());
+            s += line;
+        }
+        if (last_verdict_ != StepGuard::Verdict::apply)
+            s += last_verdict_ == StepGuard::Verdict::non_finite ? " | SKIPPED: not finite" : " | SKIPPED: outlier";
         say(s);
         nlohmann::json j = {{"step", step_},         {"loss", last_loss_},         {"lr", last_lr_},
                             {"grad_norm", last_norm_}, {"tokens_per_s", last_tokens_per_s_}, {"epoch", data_->epoch()}};
         if (Net::moe) j["aux_loss"] = last_aux_;
+        j["skipped_steps"] = guard_.skipped();
+        if (last_verdict_ != StepGuard::Verdict::apply)
+            j["skipped"] = last_verdict_ == StepGuard::Verdict::non_finite ? "non_finite" : "outlier";
         for (const Metric& m : last_metrics_)
             if (m.name) j[m.name] = m.value;
         metrics_->write(j);
@@ -362,7 +485,8 @@ private:
         s.threads = Backend::threads();
         s.extra = {{"task", Task::name}, {"total_steps", total_steps_}, {"learning_rate", cfg_.learning_rate},
                    {"accumulation_steps", cfg_.accumulation_steps}, {"batch_size", cfg_.batch_size},
-                   {"max_seq_len", cfg_.max_seq_len}, {"seed", cfg_.seed}};
+                   {"max_seq_len", cfg_.max_seq_len}, {"seed", cfg_.seed}, {"run", run_record()},
+                   {"guard", guard_.state()}};
         return s;
     }
 
@@ -388,6 +512,8 @@ private:
     std::unique_ptr<Graph<Backend>> graph_;
     std::unique_ptr<MetricsLog> metrics_;
     StepTimer timer_;
+    StepGuard guard_;
+    StepGuard::Verdict last_verdict_ = StepGuard::Verdict::apply;
     std::int64_t step_ = 0, total_steps_ = 0;
     double last_loss_ = 0, last_aux_ = 0, last_norm_ = 0, last_lr_ = 0, last_tokens_per_s_ = 0;
     Metric last_metrics_[4];  // the task's own numbers (DPO: rewards), averaged over the last step
