@@ -198,10 +198,17 @@ TEST_CASE("one process: check_same_config passes, run_main returns the body's st
     CHECK(run_main(comm, [] { throw CollectiveError("all of us"); }) == 1);
 }
 
-TEST_CASE("make_comm without a launcher is LocalComm") {
+TEST_CASE("make_comm and run_main(body) without a launcher: LocalComm") {
     // The test runs as a plain process (CTest without mpirun): no launcher variables.
     if (launch_info().launcher != Launcher::none) return;
     auto comm = make_comm();
     CHECK(std::string(comm->backend()) == "local");
     CHECK(comm->world_size() == 1);
+    int seen = -1;
+    CHECK(run_main([&](Comm& c) { seen = c.world_size(); }) == 0);
+    CHECK(seen == 1);
+    CHECK(run_main([](Comm&) { return 2; }) == 2);
+    CHECK(run_main([](Comm&) { throw Error("no data"); }) == 1);
+    CHECK(&local_comm() == &local_comm());
+    CHECK(local_comm().world_size() == 1);
 }

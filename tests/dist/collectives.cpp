@@ -201,10 +201,8 @@ int user_init(int argc, char** argv) {
 int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "user_init") return user_init(argc, argv);
-    auto comm_ptr = make_comm();
-    Comm& comm = *comm_ptr;
     const auto t0 = std::chrono::steady_clock::now();
-    return run_main(comm, [&]() -> int {
+    return run_main([&](Comm& comm) -> int {
         MT_CHECK(comm.world_size() > 1, "run this under mpirun with 2 or more processes (world size is ",
                  comm.world_size(), ")");
         if (mode == "collectives") {

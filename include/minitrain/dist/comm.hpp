@@ -194,4 +194,10 @@ protected:
     void broadcast_impl(void*, std::size_t, int) override {}
 };
 
+/// A process-wide LocalComm, for a default argument: `Trainer(cfg, Comm& comm = local_comm())`.
+inline LocalComm& local_comm() {
+    static LocalComm comm;
+    return comm;
+}
+
 }  // namespace minitrain

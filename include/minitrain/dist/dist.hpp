@@ -6,6 +6,9 @@
 // <minitrain/dist/nccl.hpp>.
 #pragma once
 
+#include <concepts>
+#include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -34,8 +37,8 @@ inline std::unique_ptr<Comm> make_comm() {
 #if defined(MINITRAIN_HAS_MPI)
     auto comm = std::make_unique<MpiComm>();
     MT_CHECK(comm->world_size() == info.world_size, launcher_name(info.launcher), " started this process as rank ",
-             info.rank, " of ", info.world_size, ", but MPI sees a world of ", comm->world_size(),
-             " processes: start the job with an MPI launcher (mpirun, or srun with the MPI plugin)");
+             info.rank, " of ", info.world_size, ", but MPI sees a world of size ", comm->world_size(),
+             ": start the job with an MPI launcher (mpirun, or srun with the MPI plugin)");
     return comm;
 #else
     MT_CHECK(info.world_size == 1, launcher_name(info.launcher), " started this process as rank ", info.rank, " of ",
@@ -43,6 +46,26 @@ inline std::unique_ptr<Comm> make_comm() {
              "(find_package(minitrain COMPONENTS mpi)) to train with several processes");
     return std::make_unique<LocalComm>();
 #endif
+}
+
+/// A program's main in one line: makes the communicator (make_comm) and runs body(comm) under
+/// run_main(comm, ...) (run.hpp), so that an error on any rank, including one in make_comm, ends the
+/// job with its message:
+///
+///   int main(int argc, char** argv) {
+///       return minitrain::run_main([&](minitrain::Comm& comm) { train(comm, argc, argv); });
+///   }
+template <class Body>
+    requires std::invocable<Body&, Comm&>
+int run_main(Body&& body) {
+    std::unique_ptr<Comm> comm;
+    try {
+        comm = make_comm();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+    return run_main(*comm, [&] { return body(*comm); });
 }
 
 }  // namespace minitrain

@@ -3,11 +3,13 @@
 // the other ranks waiting forever in their next collective.
 //
 //   int main(int argc, char** argv) {
-//       auto comm = make_comm();                       // dist/dist.hpp
-//       return run_main(*comm, [&] { train(*comm, argc, argv); });
+//       return run_main([&](Comm& comm) { train(comm, argc, argv); });   // dist/dist.hpp: makes the Comm
 //   }
+//
+// or, with a communicator made by the program, run_main(comm, [&] { ... }).
 #pragma once
 
+#include <concepts>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -25,6 +27,7 @@ namespace minitrain {
 ///     and the launcher ends every rank with exit status 1;
 ///   - anything else in a one-process job: prints "error: <message>" and returns 1.
 template <class Body>
+    requires std::invocable<Body&>
 int run_main(Comm& comm, Body&& body) {
     std::string message;
     try {
