@@ -10,6 +10,7 @@
 //   optim/     optimizers and gradient clipping;  schedule/  learning-rate schedules
 //   tokenizer/ byte-level BPE (Hugging Face tokenizer.json)
 //   io/        safetensors, checkpoints, atomic files;  data/  JSONL, ChatML, shards and loaders
+//   dist/      launcher environment, communicators (LocalComm; MpiComm with minitrain::mpi), run_main
 //   train/     the Trainer and its task policies
 #pragma once
 
@@ -54,6 +55,8 @@
 #include "io/checkpoint.hpp"
 #include "io/peft.hpp"
 #include "io/safetensors.hpp"
+
+#include "dist/dist.hpp"
 
 #include "train/config.hpp"
 #include "train/lora.hpp"
