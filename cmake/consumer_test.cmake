@@ -7,7 +7,7 @@
 #
 # Then build the consumer and run its programs. Everything is local: nothing is downloaded.
 # Inputs (-D): MODE, MINITRAIN_SOURCE_DIR, MINITRAIN_BINARY_DIR, WORK_DIR, CONFIG, GENERATOR,
-# CXX_COMPILER, EXPECT_CUDA, CUDA_COMPILER, CUDA_ARCHITECTURES (comma-separated).
+# CXX_COMPILER, EXPECT_CUDA, CUDA_COMPILER, CUDA_ARCHITECTURES (comma-separated), EXPECT_MPI.
 cmake_minimum_required(VERSION 3.25)
 
 foreach(var MODE MINITRAIN_SOURCE_DIR MINITRAIN_BINARY_DIR WORK_DIR GENERATOR CXX_COMPILER)
@@ -33,7 +33,7 @@ set(prefix ${WORK_DIR}/prefix)
 set(build ${WORK_DIR}/build)
 
 set(args -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${CONFIG} -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
-         -DEXPECT_CUDA=${EXPECT_CUDA})
+         -DEXPECT_CUDA=${EXPECT_CUDA} -DEXPECT_MPI=${EXPECT_MPI})
 if(MODE STREQUAL "package")
   run("install the build into ${prefix}"
       ${CMAKE_COMMAND} --install ${MINITRAIN_BINARY_DIR} --prefix ${prefix} --config ${CONFIG})
@@ -54,6 +54,11 @@ elseif(MODE STREQUAL "subdirectory")
   else()
     list(APPEND args -DMINITRAIN_CUDA=OFF)
   endif()
+  if(EXPECT_MPI)
+    list(APPEND args -DMINITRAIN_MPI=ON)
+  else()
+    list(APPEND args -DMINITRAIN_MPI=OFF)
+  endif()
 else()
   message(FATAL_ERROR "consumer_test.cmake: MODE must be package or subdirectory, got '${MODE}'")
 endif()
@@ -63,4 +68,7 @@ run("build" ${CMAKE_COMMAND} --build ${build} --config ${CONFIG} --parallel 2)
 run("run app" ${CMAKE_COMMAND} -E chdir ${build} ${build}/app)
 if(EXPECT_CUDA)
   run("run app_cuda" ${CMAKE_COMMAND} -E chdir ${build} ${build}/app_cuda)
+endif()
+if(EXPECT_MPI)
+  run("run app_mpi" ${CMAKE_COMMAND} -E chdir ${build} ${build}/app_mpi)
 endif()
