@@ -54,10 +54,15 @@ TEST_CASE("NcclComm with one rank: collectives on device and host buffers") {
     float* d = nullptr;
     REQUIRE(cudaMalloc(&d, n * sizeof(float)) == cudaSuccess);
     REQUIRE(cudaMemcpy(d, h.data(), n * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
+    cudaStream_t compute = nullptr;
+    REQUIRE(cudaStreamCreate(&compute) == cudaSuccess);
+    nccl.wait_for(compute);
     comm.all_reduce_sum(d, n);
     comm.reduce_scatter_sum(d, n);
     comm.all_gather(d, n);
-    nccl.synchronize();
+    nccl.then_on(compute);
+    REQUIRE(cudaStreamSynchronize(compute) == cudaSuccess);
+    cudaStreamDestroy(compute);
     std::vector<float> back(n);
     REQUIRE(cudaMemcpy(back.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
     CHECK(back == h);

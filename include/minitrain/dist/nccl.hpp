@@ -213,6 +213,7 @@ public:
 
     ~NcclComm() override {
         if (scratch_) cudaFree(scratch_);
+        if (event_) cudaEventDestroy(event_);
         if (comm_) {
             // Unwinding after an error: peers may be gone, and a clean destroy would wait for them.
             if (std::uncaught_exceptions() > 0)
@@ -242,6 +243,13 @@ public:
     }
     /// Waits until every collective enqueued so far has finished.
     void synchronize() { detail::nccl_cuda_check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+    /// Overlap on two streams, without blocking the host. wait_for(compute): the collectives enqueued
+    /// from now on start after the work already enqueued on `compute` (a bucket's gradients are done);
+    /// then_on(compute): work enqueued on `compute` from now on starts after the collectives enqueued so
+    /// far (the optimizer step reads the reduced gradients).
+    void wait_for(cudaStream_t compute) { order(compute, stream_); }
+    void then_on(cudaStream_t compute) { order(stream_, compute); }
 
     void barrier() override {
         synchronize();
@@ -326,6 +334,15 @@ private:
         });
     }
 
+    /// Work enqueued on `second` from now on waits for the work enqueued on `first` so far.
+    void order(cudaStream_t first, cudaStream_t second) {
+        if (first == second) return;
+        if (!event_)
+            detail::nccl_cuda_check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        detail::nccl_cuda_check(cudaEventRecord(event_, first), "cudaEventRecord");
+        detail::nccl_cuda_check(cudaStreamWaitEvent(second, event_, 0), "cudaStreamWaitEvent");
+    }
+
     static bool is_device_pointer(const void* p) {
         cudaPointerAttributes a{};
         if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
@@ -361,6 +378,7 @@ private:
     bool owns_stream_ = false;
     int rank_ = 0, world_ = 1, local_rank_ = 0, local_world_ = 1, device_ = 0;
     Comm* host_ = nullptr;
+    cudaEvent_t event_ = nullptr;  // for wait_for / then_on
     void* scratch_ = nullptr;  // device staging for host buffers, grown on demand
     std::size_t scratch_bytes_ = 0;
 };
