@@ -1,6 +1,7 @@
 // MpiComm under mpirun: every rank runs this program (tests/dist/mpirun_test.cmake starts it with
 // `mpirun -np 2` and `-np 3`). argv[1] picks the mode:
-//   collectives      sum / mean / min / max all-reduce on f32, f64, i64 at sizes 1, 7, 1000003;
+//   collectives      sum / mean / min / max all-reduce on f32, f64, i64 at sizes 1, 7, 1000003, and the
+//                    same bits on every rank where f32 sums round;
 //                    reduce-scatter + all-gather round trips on sizes the world size does not divide;
 //                    string and byte broadcasts from rank 0 and from the last rank; barrier; local rank.
 //                    Expected values are computed here from the formula each rank used, exactly.
@@ -20,6 +21,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -114,6 +116,25 @@ void collectives(Comm& comm) {
         check_all_reduce<float>(comm, "f32", n, f32_value);
         check_all_reduce<double>(comm, "f64", n, f64_value);
         check_all_reduce<std::int64_t>(comm, "i64", n, i64_value);
+    }
+    // Replicas stay identical only if every rank receives the same bits, also where the sum rounds.
+    for (std::size_t n : {std::size_t(7), std::size_t(1000003)}) {
+        std::vector<float> g(n);
+        std::uint64_t x = 0x9e3779b97f4a7c15ull * std::uint64_t(me + 1);
+        for (float& v : g) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v = float(double(x >> 11) / 9007199254740992.0 - 0.5) * 1e-3f;
+        }
+        comm.all_reduce_sum(g.data(), n);
+        std::uint64_t hash = 0;
+        for (float v : g) {
+            std::uint32_t u;
+            std::memcpy(&u, &v, 4);
+            hash = hash * 31 + u;
+        }
+        const std::int64_t bits = std::int64_t(hash >> 1);
+        expect(comm.all_reduce(bits, ReduceOp::min) == comm.all_reduce(bits, ReduceOp::max), comm,
+               "all_reduce_sum n=", n, " of rounding values: the ranks received different bits");
     }
     expect(comm.all_reduce_sum(double(me + 1)) == W * (W + 1) / 2.0, comm, "all_reduce_sum of one double");
     expect(comm.all_reduce(std::int64_t(me), ReduceOp::max) == W - 1, comm, "all_reduce max of one int64");
