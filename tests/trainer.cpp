@@ -113,7 +113,7 @@ TEST_CASE("resume: N steps, stop, resume, N steps equals 2N steps bit for bit") 
     second.resume = true;
     TrainConfig reshaped = second;
     reshaped.batch_size = 2;  // the saved data position would mean other data
-    CHECK_THROWS_WITH_AS(Train{reshaped}, doctest::Contains("batch_size = 4, this one has 2"), Error);
+    CHECK_THROWS_WITH_AS(Train{reshaped}, doctest::Contains("batch_size = 4 x 1 process = 4 sequences per global batch, this one has 2 x 1 = 2"), Error);
     Train c(second);
     REQUIRE(c.step() == N);
     for (int i = 0; i < N; ++i) c.train_step();

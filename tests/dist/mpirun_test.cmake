@@ -29,7 +29,7 @@ string(TIMESTAMP t1 "%s")
 math(EXPR seconds "${t1} - ${t0}")
 message(STATUS "exit status: ${rc}, ${seconds} s\n---- stdout\n${out}---- stderr\n${err}----")
 
-if(MODE MATCHES "^(collectives|config_match|user_init)$")
+if(MODE MATCHES "^(collectives|config_match|user_init|equivalence|zero3)$")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "FAIL: the job exited with '${rc}', expected 0")
   endif()

@@ -266,12 +266,17 @@ public:
     };
 
     /// `data` must outlive the loader and stay at its address.
-    ExampleLoader(const ExampleSet& data, int B, bool shuffle, std::uint64_t seed, bool drop_last = true)
-        : data_(&data), B_(B), shuffle_(shuffle), drop_last_(drop_last), seed_(seed) {
+    /// With world > 1 the loader serves one rank's part of global batches of B x world examples: rank r gets
+    /// examples [r*B, (r+1)*B) of each, so W ranks of batch B see exactly the batches of one process of
+    /// batch W x B, and a Position (counted in examples) means the same for any W with the same B x W.
+    ExampleLoader(const ExampleSet& data, int B, bool shuffle, std::uint64_t seed, bool drop_last = true, int rank = 0,
+                  int world = 1)
+        : data_(&data), B_(B), rank_(rank), G_(B * world), shuffle_(shuffle), drop_last_(drop_last), seed_(seed) {
+        MT_CHECK(world >= 1 && rank >= 0 && rank < world, "ExampleLoader: rank ", rank, " outside [0, ", world, ")");
         MT_CHECK(B >= 1, "ExampleLoader: batch size must be positive, got ", B);
         MT_CHECK(data.arity() > 0, "ExampleLoader: empty example set");
-        MT_CHECK(batches_per_epoch() > 0, "ExampleLoader: ", data.size(), " examples do not make one batch of ", B,
-                 drop_last ? " (drop_last)" : "");
+        MT_CHECK(batches_per_epoch() > 0, "ExampleLoader: ", data.size(), " examples do not make one batch of ", G_,
+                 world > 1 ? " (batch size x processes)" : "", drop_last ? " (drop_last)" : "");
         reset();
     }
 
@@ -286,7 +291,7 @@ public:
         std::int32_t* tgt = targets.data<std::int32_t>();  // (A*B, T)
         const std::int64_t n = std::int64_t(data_->size());
         for (int b = 0; b < B_; ++b) {
-            const std::int64_t k = index_ + b;
+            const std::int64_t k = index_ + std::int64_t(rank_) * B_ + b;
             for (int a = 0; a < A; ++a) {
                 const std::size_t row = std::size_t(a) * std::size_t(B_) + std::size_t(b);
                 std::int32_t* ri = in + row * std::size_t(T);
@@ -299,7 +304,7 @@ public:
                 }
             }
         }
-        index_ += B_;
+        index_ += G_;
         if (end_of_epoch()) {
             ++epoch_;
             index_ = 0;
@@ -312,7 +317,7 @@ public:
 
     std::int64_t batches_per_epoch() const {
         const std::int64_t n = std::int64_t(data_->size());
-        return drop_last_ ? n / B_ : (n + B_ - 1) / B_;
+        return drop_last_ ? n / G_ : (n + G_ - 1) / G_;
     }
     std::int64_t epoch() const { return epoch_; }
     int batch_size() const { return B_; }
@@ -343,7 +348,7 @@ public:
 private:
     bool end_of_epoch() const {
         const std::int64_t n = std::int64_t(data_->size());
-        return drop_last_ ? index_ + B_ > n : index_ >= n;
+        return drop_last_ ? index_ + G_ > n : index_ >= n;
     }
     void plan() {
         if (!shuffle_) return;
@@ -355,7 +360,7 @@ private:
     }
 
     const ExampleSet* data_;
-    int B_;
+    int B_, rank_, G_;  // this rank's batch, its rank, the global batch B x world
     bool shuffle_, drop_last_;
     std::uint64_t seed_;
     std::int64_t epoch_ = 0, index_ = 0;

@@ -361,10 +361,16 @@ inline std::filesystem::path checkpoint_dir(const std::filesystem::path& out_dir
 /// config.json + model.safetensors (a model folder, see save_pretrained) and training_state.safetensors
 /// with the optimizer's state slabs as "optimizer.<name>" (F32, exact) and metadata
 /// "minitrain.training_state": JSON with the TrainingState, the optimizer's algorithm and step count.
+/// A sharded optimizer (ZeRO-1) holds only its shard of the state: pass the gathered whole slabs as
+/// `full_state` (same names as optimizer.state(), each trainable_count long), so that one set of files
+/// loads on any world size.
 template <ModelPolicy Net, class Backend, class Algo>
 void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
                      const Optimizer<Algo, Backend>& optimizer, const TrainingState& state,
-                     const HFTokenIds& tokens = {}) {
+                     const HFTokenIds& tokens = {},
+                     const std::vector<std::pair<std::string, Tensor>>* full_state = nullptr) {
+    MT_CHECK(!optimizer.sharded() || full_state, dir.string(),
+             ": the optimizer holds one shard of its state (ZeRO-1): gather the whole state and pass it as full_state");
     MT_CHECK(state.step >= 0 && state.epoch >= 0 && state.micro_step >= 0, dir.string(),
              ": training state counters must be >= 0, got step ", state.step, ", epoch ", state.epoch, ", micro_step ",
              state.micro_step);
@@ -380,7 +386,11 @@ void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Ba
     meta["data"] = state.data;
     meta["world_size"] = state.world_size;
     meta["threads"] = state.threads;
-    const auto slabs = optimizer.state();
+    const auto slabs = full_state ? *full_state : optimizer.state();
+    for (const auto& [name, t] : slabs)
+        MT_CHECK(t.numel() == std::int64_t(optimizer.params().trainable_count()), dir.string(), ": optimizer state \"",
+                 name, "\" has ", t.numel(), " elements, expected the ", optimizer.params().trainable_count(),
+                 " trainable ones");
     nlohmann::json names = nlohmann::json::array();
     for (const auto& [name, t] : slabs) names.push_back(name);
     meta["optimizer"] = {{"algorithm", std::string(Algo::name)},
@@ -394,7 +404,7 @@ void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Ba
     std::vector<NamedTensor> tensors;
     for (const auto& [name, t] : slabs) {
         Tensor h = t;
-        if constexpr (Backend::device != Device::cpu) {
+        if (t.device != Device::cpu) {
             staging.emplace_back(std::size_t(t.numel()));
             Backend::to_host(staging.back().data(), t);
             h = detail::host_f32(staging.back().data(), t.shape);
@@ -472,12 +482,23 @@ TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net,
         const std::string name = "optimizer." + n;
         MT_CHECK(st.contains(name), where, ": missing tensor \"", name, "\" (the ", Algo::name,
                  " optimizer being restored has this state; was the saved one configured differently?)");
-        detail::check_loadable(st, name, t.shape, true, "the optimizer's trainable parameters");
+        detail::check_loadable(st, name, Shape{std::int64_t(optimizer.params().trainable_count())}, true,
+                               "the optimizer's trainable parameters");
     }
 
     load_pretrained(dir, model);  // validates everything before copying; throws with the model unchanged
     std::vector<float> staging;
-    for (const auto& [n, t] : slabs) detail::read_into_backend<Backend>(st, "optimizer." + n, t, staging);
+    for (const auto& [n, t] : slabs) {
+        if (!optimizer.sharded()) {
+            detail::read_into_backend<Backend>(st, "optimizer." + n, t, staging);
+            continue;
+        }
+        // ZeRO-1: this rank's shard of the whole slab, whatever world size wrote the file.
+        const std::size_t total = optimizer.params().trainable_count();
+        staging.resize(total);
+        st.read_into("optimizer." + n, detail::host_f32(staging.data(), Shape{std::int64_t(total)}));
+        Backend::from_host(t, staging.data() + optimizer.shard_begin());
+    }
     optimizer.set_steps(steps);
     return s;
 }

@@ -56,16 +56,17 @@ public:
         this->check_layout("Optimizer<AdamW>::step");
         const std::int64_t t = this->steps_ + 1;
         const ParameterSet<Backend>& ps = *this->params_;
-        for (const Segment& s : ps.segments())
-            adamw_update(Backend{}, Base::view(ps.data(), s.offset, s.count), Base::view(ps.grads(), s.grad_offset, s.count),
-                         Base::view(m_.tensor(), s.grad_offset, s.count), Base::view(v_.tensor(), s.grad_offset, s.count),
-                         lr, options_.beta1, options_.beta2, options_.eps, s.decay ? options_.weight_decay : 0.0, t);
+        this->for_each_piece([&](std::size_t p, std::size_t g, std::size_t st, std::size_t n, bool decay) {
+            adamw_update(Backend{}, Base::view(ps.data(), p, n), Base::view(ps.grads(), g, n), Base::view(m_.tensor(), st, n),
+                         Base::view(v_.tensor(), st, n), lr, options_.beta1, options_.beta2, options_.eps,
+                         decay ? options_.weight_decay : 0.0, t);
+        });
         this->steps_ = t;
     }
     void step() { step(options_.lr); }
 
     /// ("exp_avg", m) and ("exp_avg_sq", v): writable views of the state slabs, each (trainable_count),
-    /// f32. Empty when nothing is trainable. Restoring a checkpoint = copying into them + set_steps().
+    /// f32 (the shard's length under set_shard). Empty when nothing is trainable. Restoring a checkpoint = copying into them + set_steps().
     std::vector<std::pair<std::string, Tensor>> state() const {
         std::vector<std::pair<std::string, Tensor>> out;
         if (m_.tensor().defined()) {
@@ -82,6 +83,12 @@ public:
         m_ = this->make_slab();
         v_ = this->make_slab();
         this->steps_ = 0;
+    }
+
+    /// ZeRO-1: state for, and updates of, gradient-slab elements [begin, end) only; the state is reset.
+    void set_shard(std::size_t begin, std::size_t end) {
+        this->take_shard(begin, end, "Optimizer<AdamW>");
+        reset_state();
     }
 
     const Options& options() const { return options_; }

@@ -13,9 +13,12 @@
 //   std::int64_t steps() const;  void set_steps(std::int64_t);
 //   std::vector<std::pair<std::string, Tensor>> state() const;   views of the state slabs (checkpoints)
 //   void reset_state();                    after freeze/unfreeze changed the trainable layout
+//   void set_shard(begin, end);            ZeRO-1: keep state for, and update, only gradient-slab elements
+//                                          [begin, end) (dist/comm.hpp's shard rule); state() is then that long
 //   const Options& options() const;
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -95,6 +98,12 @@ public:
     }
     ParameterSet<Backend>& params() const { return *params_; }
 
+    /// The gradient-slab elements [begin, end) this optimizer keeps state for and updates: the whole slab,
+    /// or one rank's shard under ZeRO-1.
+    std::size_t shard_begin() const { return shard_set_ ? begin_ : 0; }
+    std::size_t shard_end() const { return shard_set_ ? end_ : count_; }
+    bool sharded() const { return shard_set_ && (begin_ != 0 || end_ != count_); }
+
 protected:
     OptimizerBase(ParameterSet<Backend>& params, std::string_view who) : params_(&params) {
         MT_CHECK(params.finalized(), who, ": the ParameterSet must be finalized before building the optimizer");
@@ -106,12 +115,33 @@ protected:
         count_ = params_->trainable_count();
     }
 
-    /// A zeroed state slab shaped like the gradient slab (undefined when nothing is trainable).
+    /// A zeroed state slab for the shard (the whole gradient slab by default; undefined when empty).
     Buffer<Backend> make_slab() const {
-        if (!count_) return Buffer<Backend>();
-        Buffer<Backend> b(Shape{std::int64_t(count_)}, DType::f32);
+        const std::size_t n = shard_end() - shard_begin();
+        if (!n) return Buffer<Backend>();
+        Buffer<Backend> b(Shape{std::int64_t(n)}, DType::f32);
         Backend::zero(b.tensor());
         return b;
+    }
+
+    /// Restricts the state and the updates to gradient-slab elements [begin, end); reset_state() follows.
+    void take_shard(std::size_t begin, std::size_t end, std::string_view who) {
+        MT_CHECK(begin <= end && end <= params_->trainable_count(), who, "::set_shard: [", begin, ", ", end,
+                 ") is not inside the ", params_->trainable_count(), " trainable elements");
+        shard_set_ = true;
+        begin_ = begin;
+        end_ = end;
+    }
+
+    /// Calls f(param_offset, grad_offset, state_offset, count, decay) for every piece of a trainable segment
+    /// inside the shard, in slab order (offsets in elements; state offsets relative to the state slabs).
+    template <class F>
+    void for_each_piece(F&& f) const {
+        const std::size_t b = shard_begin(), e = shard_end();
+        for (const Segment& s : params_->segments()) {
+            const std::size_t lo = std::max(b, s.grad_offset), hi = std::min(e, s.grad_offset + s.count);
+            if (lo < hi) f(s.offset + (lo - s.grad_offset), lo, lo - b, hi - lo, s.decay);
+        }
     }
 
     void check_layout(std::string_view who) const {
@@ -137,6 +167,8 @@ protected:
     }
 
     ParameterSet<Backend>* params_;
+    bool shard_set_ = false;
+    std::size_t begin_ = 0, end_ = 0;  // the shard, when set
     std::vector<Segment> layout_;  // trainable segments when the state was allocated
     std::size_t count_ = 0;        // trainable elements when the state was allocated
     std::int64_t steps_ = 0;

@@ -54,12 +54,11 @@ public:
         this->check_layout("Optimizer<SGD>::step");
         const ParameterSet<Backend>& ps = *this->params_;
         const bool first = this->steps_ == 0;
-        for (const Segment& s : ps.segments()) {
-            Tensor buf = buf_.tensor().defined() ? Base::view(buf_.tensor(), s.grad_offset, s.count) : Tensor{};
-            sgd_update(Backend{}, Base::view(ps.data(), s.offset, s.count), Base::view(ps.grads(), s.grad_offset, s.count),
-                       buf, lr, options_.momentum, options_.dampening, s.decay ? options_.weight_decay : 0.0,
-                       options_.nesterov, first);
-        }
+        this->for_each_piece([&](std::size_t p, std::size_t g, std::size_t st, std::size_t n, bool decay) {
+            Tensor buf = buf_.tensor().defined() ? Base::view(buf_.tensor(), st, n) : Tensor{};
+            sgd_update(Backend{}, Base::view(ps.data(), p, n), Base::view(ps.grads(), g, n), buf, lr, options_.momentum,
+                       options_.dampening, decay ? options_.weight_decay : 0.0, options_.nesterov, first);
+        });
         this->steps_ += 1;
     }
     void step() { step(options_.lr); }
@@ -77,6 +76,12 @@ public:
         this->take_layout();
         buf_ = options_.momentum > 0 ? this->make_slab() : Buffer<Backend>();
         this->steps_ = 0;
+    }
+
+    /// ZeRO-1: state for, and updates of, gradient-slab elements [begin, end) only; the state is reset.
+    void set_shard(std::size_t begin, std::size_t end) {
+        this->take_shard(begin, end, "Optimizer<SGD>");
+        reset_state();
     }
 
     const Options& options() const { return options_; }

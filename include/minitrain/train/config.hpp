@@ -65,7 +65,17 @@ struct TrainConfig {
     bool resume = false;
     bool allow_changed_resume = false;  // resume even when settings that change the result differ from the saved run
     int threads = 0;  // 0: leave the thread count as it is
+
+    // ---- data parallelism (dist/): batch_size is per process; total_batch_tokens is global
+    int zero_stage = 0;  // 1: shard the optimizer state across processes (ZeRO-1)
     bool quiet = false;
+};
+
+/// Which part of every global batch this process reads: rank r of `world` takes rows [r*B, (r+1)*B) of
+/// a global batch of B x world. Task Data types take it as their second constructor argument.
+struct DataShard {
+    int rank = 0;
+    int world = 1;
 };
 
 }  // namespace minitrain

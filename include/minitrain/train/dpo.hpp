@@ -63,7 +63,7 @@ struct DPO {
 /// validation batch may be partial: its missing pairs are rows whose targets are all -100.
 class DPO::Data : public SFT::Data {
 public:
-    explicit Data(const TrainConfig& c) : SFT::Data(c, ExampleKind::dpo) {}
+    explicit Data(const TrainConfig& c, DataShard shard = {}) : SFT::Data(c, ExampleKind::dpo, shard) {}
 };
 
 // ---- objective ----------------------------------------------------------------------------------------

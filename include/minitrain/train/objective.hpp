@@ -31,6 +31,8 @@ struct MicroResult {
     Var* loss = nullptr;  // (1) what backward starts from
     double aux = 0;       // MoE balancing loss included in `loss`
     std::int64_t tokens = 0;
+    double weight = 1;    // what `loss` is a mean over (language modeling: the counted target tokens), so that
+                          // ranks holding different amounts combine into the mean over the global batch
     Metric metrics[4];    // the same names in every micro-batch of a run; averaged over a step's micro-batches
 };
 
@@ -63,6 +65,7 @@ public:
         r.loss = out.loss;
         if (out.aux) r.aux = scalar(out.aux->data);
         r.tokens = ids_.tensor().numel();
+        r.weight = double(count_targets());
         return r;
     }
 

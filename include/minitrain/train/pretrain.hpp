@@ -29,12 +29,12 @@ struct Pretrain {
     public:
         using Position = TokenLoader::Position;
 
-        explicit Data(const TrainConfig& c)
+        explicit Data(const TrainConfig& c, DataShard shard = {})
             : train_(check_path(c.train_data, "train_data"), c.vocab_size),
-              loader_(train_, c.batch_size, c.max_seq_len, c.shuffle, c.seed) {
+              loader_(train_, c.batch_size, c.max_seq_len, c.shuffle, c.seed, shard.rank, shard.world) {
             if (!c.val_data.empty()) {
                 val_.emplace(c.val_data, c.vocab_size);
-                val_loader_.emplace(*val_, c.batch_size, c.max_seq_len, false, 0);
+                val_loader_.emplace(*val_, c.batch_size, c.max_seq_len, false, 0, shard.rank, shard.world);
                 bytes_per_token_ = read_bytes_per_token(c.val_data);
             }
         }

@@ -26,7 +26,7 @@ struct SFT {
     public:
         using Position = ExampleLoader::Position;
 
-        explicit Data(const TrainConfig& c) : Data(c, ExampleKind::sft) {}
+        explicit Data(const TrainConfig& c, DataShard shard = {}) : Data(c, ExampleKind::sft, shard) {}
 
         void next(const Tensor& ids, const Tensor& targets) { loader_->next(ids, targets); }
         std::int64_t batches_per_epoch() const { return loader_->batches_per_epoch(); }
@@ -48,7 +48,7 @@ struct SFT {
 
     protected:
         /// Shared with DPO, whose examples are (chosen, rejected) pairs of the same conversations.
-        Data(const TrainConfig& c, ExampleKind kind) : tokenizer_(load_tokenizer(c)), kind_(kind) {
+        Data(const TrainConfig& c, ExampleKind kind, DataShard shard) : tokenizer_(load_tokenizer(c)), kind_(kind) {
             MT_CHECK(!c.train_data.empty(), name_of(kind), ": train_data is empty: give a JSONL file (or a glob)");
             MT_CHECK(tokenizer_.vocab_size() <= c.vocab_size, c.tokenizer, ": the tokenizer has ", tokenizer_.vocab_size(),
                      " tokens but vocab_size is ", c.vocab_size);
@@ -66,8 +66,9 @@ struct SFT {
             } else {
                 train_ = std::move(all);
             }
-            loader_ = std::make_unique<ExampleLoader>(train_, c.batch_size, c.shuffle, c.seed);
-            if (val_.size() > 0) val_loader_ = std::make_unique<ExampleLoader>(val_, c.batch_size, false, 0, false);
+            loader_ = std::make_unique<ExampleLoader>(train_, c.batch_size, c.shuffle, c.seed, true, shard.rank, shard.world);
+            if (val_.size() > 0)
+                val_loader_ = std::make_unique<ExampleLoader>(val_, c.batch_size, false, 0, false, shard.rank, shard.world);
         }
 
     private:

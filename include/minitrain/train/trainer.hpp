@@ -26,6 +26,8 @@
 #include <sstream>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "../io/checkpoint.hpp"
 #include "../nn/generate.hpp"
@@ -33,6 +35,8 @@
 #include "../optim/adamw.hpp"
 #include "../optim/clip.hpp"
 #include "../optim/sgd.hpp"
+#include "../dist/comm.hpp"
+#include "../dist/config_check.hpp"
 #include "../schedule/schedule.hpp"
 #include "config.hpp"
 #include "guard.hpp"
@@ -94,20 +98,30 @@ public:
     using Data = typename Task::Data;
     using Objective = typename Task::template Objective<Model>;
 
-    explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {
+    /// `comm`: the processes training this model together (dist/): every rank constructs its Trainer with
+    /// the same configuration; batch_size is per rank. The default is one process.
+    explicit Trainer(TrainConfig cfg, Comm& comm = local_comm()) : cfg_(std::move(cfg)), comm_(&comm) {
         validate();
+        check_same_config(*comm_, rank_config(), "--");  // every rank, or a CollectiveError naming the field
         if (cfg_.threads > 0) Backend::set_threads(cfg_.threads);
-        data_ = std::make_unique<Data>(cfg_);
+        if constexpr (std::is_constructible_v<Data, const TrainConfig&, DataShard>)
+            data_ = std::make_unique<Data>(cfg_, DataShard{comm_->rank(), comm_->world_size()});
+        else {
+            MT_CHECK(comm_->world_size() == 1, "this task's Data type cannot be sharded across processes: give it a "
+                     "constructor Data(const TrainConfig&, DataShard)");
+            data_ = std::make_unique<Data>(cfg_);
+        }
         if (cfg_.total_batch_tokens > 0) {
-            const std::int64_t per = std::int64_t(cfg_.batch_size) * cfg_.max_seq_len;
+            const std::int64_t per = std::int64_t(cfg_.batch_size) * cfg_.max_seq_len * comm_->world_size();
             MT_CHECK(cfg_.total_batch_tokens % per == 0, "total_batch_tokens ", cfg_.total_batch_tokens,
-                     " is not a multiple of batch_size x max_seq_len = ", per);
+                     " is not a multiple of batch_size x max_seq_len x processes = ", per);
             cfg_.accumulation_steps = int(cfg_.total_batch_tokens / per);
         }
         model_ = std::make_unique<Model>(ModelConfig{cfg_.vocab_size, cfg_.max_seq_len});
         model_->set_dropout(cfg_.dropout);
         objective_ = std::make_unique<Objective>(cfg_, *model_);
         optim_ = std::make_unique<Optim>(objective_->parameters(), detail::optimizer_options<Algo>(cfg_));
+        if (cfg_.zero_stage == 1) shard_optimizer();
         total_steps_ = cfg_.max_steps > 0
                            ? cfg_.max_steps
                            : std::max<std::int64_t>(1, data_->batches_per_epoch() * cfg_.epochs / cfg_.accumulation_steps);
@@ -115,7 +129,7 @@ public:
                  total_steps_, " steps: the learning rate would never reach learning_rate");
         sched_.emplace(make_schedule());
         guard_ = StepGuard({.outlier_sigma = cfg_.skip_outlier_sigma, .max_bad_steps = cfg_.max_bad_steps});
-        graph_ = std::make_unique<Graph<Backend>>(0, 0, cfg_.seed);
+        graph_ = std::make_unique<Graph<Backend>>(0, 0, rank_seed(cfg_.seed));
         start();
     }
 
@@ -133,24 +147,33 @@ public:
         ParameterSet<Backend>& trained = objective_->parameters();
         trained.zero_grad();
         graph_->set_training(true);
+        const int world = comm_->world_size();
         for (int micro = 0; micro < cfg_.accumulation_steps; ++micro) {
             graph_->reset();
             MicroResult r = objective_->train(*model_, *graph_, *data_);
-            graph_->backward(*r.loss, 1.0 / cfg_.accumulation_steps);
-            loss_sum += Objective::scalar(r.loss->data);
-            aux_sum += r.aux;
+            // The micro-batch's gradient is the mean over the global batch: this rank's mean weighted by its
+            // share of what the mean is over (target tokens), so that the sum over ranks is the global mean.
+            const double total = world > 1 ? comm_->all_reduce_sum(r.weight) : r.weight;
+            const double share = total > 0 ? r.weight / total : 1.0 / world;
+            graph_->backward(*r.loss, share / cfg_.accumulation_steps);
+            loss_sum += Objective::scalar(r.loss->data) * share;
+            aux_sum += r.aux / world;
             tokens += r.tokens;
             for (int k = 0; k < 4; ++k) {
                 if (!r.metrics[k].name) continue;
                 if (micro == 0) last_metrics_[k] = {r.metrics[k].name, 0};
-                last_metrics_[k].value += r.metrics[k].value / cfg_.accumulation_steps;
+                last_metrics_[k].value += r.metrics[k].value / cfg_.accumulation_steps / world;
             }
         }
-        last_norm_ = clip_grad_norm(trained, cfg_.grad_clip);  // the norm before clipping; NaN if any gradient is
+        if (world > 1) reduce_step(loss_sum, aux_sum, tokens);
+        last_norm_ = cfg_.zero_stage == 1 ? clip_sharded(trained) : clip_grad_norm(trained, cfg_.grad_clip);
         last_lr_ = (*sched_)(step_);
         last_loss_ = loss_sum / cfg_.accumulation_steps;
-        last_verdict_ = guard_.judge(last_loss_, last_norm_);
-        if (last_verdict_ == StepGuard::Verdict::apply) optim_->step(last_lr_);
+        last_verdict_ = guard_.judge(last_loss_, last_norm_);  // the same global numbers, so the same verdict, on every rank
+        if (last_verdict_ == StepGuard::Verdict::apply) {
+            optim_->step(last_lr_);
+            if (cfg_.zero_stage == 1) comm_->all_gather(trained.data().template data<float>(), trained.count());
+        }
         ++step_;
         double seconds = timer_.stop();
         last_aux_ = aux_sum / cfg_.accumulation_steps;
@@ -179,6 +202,12 @@ public:
             nats += e.nats;
             tokens += e.tokens;
         }
+        if (comm_->world_size() > 1) {  // each rank evaluated its part of every validation batch
+            double sums[2] = {nats, double(tokens)};
+            comm_->all_reduce_sum(sums, 2);
+            nats = sums[0];
+            tokens = std::int64_t(sums[1]);
+        }
         graph_->set_training(true);
         EvalResult r;
         r.tokens = tokens;
@@ -195,16 +224,31 @@ public:
             throw TrainingDiverged("training diverged: at step " + std::to_string(step_) + " the weights are no longer "
                                    "finite (" + describe(*bad) + "), so " + dir.string() + " was not written. " +
                                    advice());
+        // ZeRO-1: every rank holds a shard of the optimizer state; gather the whole of it (a collective) so
+        // that one set of files loads on any number of processes.
+        std::vector<std::vector<float>> gathered;
+        std::vector<std::pair<std::string, Tensor>> full;
+        if (optim_->sharded()) {
+            const std::size_t n = objective_->parameters().trainable_count();
+            for (const auto& [name, t] : optim_->state()) {
+                gathered.emplace_back(n, 0.0f);
+                Backend::to_host(gathered.back().data() + optim_->shard_begin(), t);
+                comm_->all_gather(gathered.back().data(), n);
+                full.emplace_back(name, detail::host_f32(gathered.back().data(), Shape{std::int64_t(n)}));
+            }
+        }
+        if (!comm_->is_root()) return dir;  // rank 0 writes for everyone
         if constexpr (requires { objective_->save_checkpoint(dir, *model_, *optim_, state()); })
             objective_->save_checkpoint(dir, *model_, *optim_, state());  // the task adds its own files (LoRA)
         else
-            save_checkpoint(dir, *model_, *optim_, state());
+            save_checkpoint(dir, *model_, *optim_, state(), {}, full.empty() ? nullptr : &full);
         prune_checkpoints(cfg_.out_dir, cfg_.keep_last);
         return dir;
     }
 
     Model& model() { return *model_; }
     const StepGuard& guard() const { return guard_; }
+    Comm& comm() const { return *comm_; }
     /// Whether the last train_step applied its update (false: skipped by the guard).
     bool last_step_applied() const { return last_verdict_ == StepGuard::Verdict::apply; }
     Optim& optimizer() { return *optim_; }
@@ -251,6 +295,8 @@ private:
         MT_CHECK(cfg_.skip_outlier_sigma == 0 || cfg_.skip_outlier_sigma >= 1,
                  "skip_outlier_sigma must be 0 (off) or at least 1 (llm.c uses 3 to 5), got ", cfg_.skip_outlier_sigma);
         MT_CHECK(cfg_.max_bad_steps >= 0, "max_bad_steps must be >= 0 (0: never stop), got ", cfg_.max_bad_steps);
+        MT_CHECK(cfg_.zero_stage == 0 || cfg_.zero_stage == 1, "zero_stage must be 0 (plain data parallelism) or 1 "
+                 "(optimizer state sharded across processes), got ", cfg_.zero_stage);
         for (auto [name, v] : {std::pair{"log_interval", cfg_.log_interval}, {"eval_interval", cfg_.eval_interval},
                                {"eval_batches", cfg_.eval_batches}, {"sample_interval", cfg_.sample_interval},
                                {"save_interval", cfg_.save_interval}})
@@ -296,6 +342,84 @@ private:
         return {{"settings", run_settings(cfg_)}, {"data", data}, {"threads", Backend::threads()}};
     }
 
+    // ---- data parallelism ---------------------------------------------------------------------------
+
+    /// What must be the same on every rank (checked at start with one broadcast from rank 0).
+    nlohmann::json rank_config() const {
+        nlohmann::json j = run_settings(cfg_);
+        j["model"] = {{"layers", Net::layers}, {"hidden", Net::hidden}, {"heads", Net::heads}, {"kv_heads", Net::kv_heads},
+                      {"ffn", Net::ffn}, {"moe", Net::moe}};
+        j["task"] = Task::name;
+        j["optimizer"] = std::string(Algo::name);
+        for (auto [k, v] : {std::pair{"batch_size", std::int64_t(cfg_.batch_size)}, {"max_seq_len", cfg_.max_seq_len},
+                            {"accumulation_steps", cfg_.accumulation_steps}, {"total_batch_tokens", cfg_.total_batch_tokens},
+                            {"max_steps", cfg_.max_steps}, {"epochs", cfg_.epochs}, {"zero_stage", cfg_.zero_stage},
+                            {"max_bad_steps", cfg_.max_bad_steps}, {"save_interval", cfg_.save_interval},
+                            {"eval_interval", cfg_.eval_interval}, {"eval_batches", cfg_.eval_batches},
+                            {"keep_last", cfg_.keep_last}, {"resume", std::int64_t(cfg_.resume)},
+                            {"allow_changed_resume", std::int64_t(cfg_.allow_changed_resume)}})
+            j[k] = v;
+        for (auto [k, v] : {std::pair{"train_data", &cfg_.train_data}, {"val_data", &cfg_.val_data},
+                            {"tokenizer", &cfg_.tokenizer}, {"init_from", &cfg_.init_from}, {"out_dir", &cfg_.out_dir}})
+            j[k] = *v;
+        return j;
+    }
+
+    /// Rank r's dropout stream: rank 0 keeps the run's seed (a one-process run is unchanged), the others get
+    /// streams of their own, derived deterministically. All ranks draw the same amount per step, so one
+    /// saved counter resumes every stream.
+    std::uint64_t rank_seed(std::uint64_t seed) const {
+        return comm_->rank() == 0 ? seed : hash64(seed, 0x72616e6b00000000ull + std::uint64_t(comm_->rank()));
+    }
+
+    /// ZeRO-1: this rank keeps optimizer state for, and updates, only its shard of the trained parameters.
+    void shard_optimizer() {
+        ParameterSet<Backend>& ps = objective_->parameters();
+        if constexpr (requires { objective_->save_checkpoint(std::filesystem::path(), *model_, *optim_, TrainingState()); })
+            detail::fail("zero_stage 1: the ", Task::name, " task trains adapters on a frozen model, whose optimizer "
+                         "state is small; use zero_stage 0");
+        bool dense = ps.trainable_count() == ps.count();
+        for (const Segment& seg : ps.segments()) dense = dense && seg.offset == seg.grad_offset;
+        MT_CHECK(dense, "zero_stage 1 needs every parameter of the trained set trainable (", ps.trainable_count(),
+                 " of ", ps.count(), " are): use zero_stage 0");
+        const Shard sh = comm_->shard(ps.trainable_count());
+        optim_->set_shard(sh.begin, sh.end);
+    }
+
+    /// After the micro-batches: the step's numbers summed over ranks, and the gradient reduced (the
+    /// whole slab, or for ZeRO-1 each rank's shard of it). Shares already divide by the global weight.
+    void reduce_step(double& loss_sum, double& aux_sum, std::int64_t& tokens) {
+        double v[7] = {loss_sum, aux_sum, double(tokens), 0, 0, 0, 0};
+        for (int k = 0; k < 4; ++k) v[3 + k] = last_metrics_[k].value;
+        comm_->all_reduce_sum(v, 7);
+        loss_sum = v[0];
+        aux_sum = v[1];
+        tokens = std::int64_t(v[2]);
+        for (int k = 0; k < 4; ++k) last_metrics_[k].value = v[3 + k];
+        ParameterSet<Backend>& ps = objective_->parameters();
+        if (!ps.grads().defined()) return;
+        float* g = ps.grads().template data<float>();
+        if (cfg_.zero_stage == 1)
+            comm_->reduce_scatter_sum(g, ps.trainable_count());
+        else
+            comm_->all_reduce_sum(g, ps.trainable_count());
+    }
+
+    /// ZeRO-1's clip_grad_norm: the global norm from every rank's shard, the shard scaled by the same factor.
+    double clip_sharded(ParameterSet<Backend>& ps) {
+        if (!ps.grads().defined()) return 0.0;
+        Tensor shard = ps.grads();
+        shard.ptr = static_cast<std::byte*>(shard.ptr) + optim_->shard_begin() * sizeof(float);
+        shard.shape = Shape{std::int64_t(optim_->shard_end() - optim_->shard_begin())};
+        double sq = shard.numel() > 0 ? sum_squares(Backend{}, shard) : 0.0;
+        const double norm = std::sqrt(comm_->all_reduce_sum(sq));
+        if (cfg_.grad_clip > 0 && shard.numel() > 0) {
+            const double coef = cfg_.grad_clip / (norm + 1e-6);
+            if (coef < 1.0) scale(Backend{}, shard, coef);
+        }
+        return norm;
+    }
+
     Sched make_schedule() const {
         ScheduleOptions o;
         o.lr = cfg_.learning_rate;
@@ -310,26 +434,45 @@ private:
 
     /// Fresh start, resume from the latest checkpoint, or continue from a pretrained folder.
     void start() {
-        std::filesystem::create_directories(cfg_.out_dir);
-        for (const std::string& note : remove_checkpoint_leftovers(cfg_.out_dir)) say("note: ", note);
-        metrics_ = std::make_unique<MetricsLog>(std::filesystem::path(cfg_.out_dir) / "metrics.jsonl");
+        // Rank 0 owns the run folder; the others read the checkpoint it names (a shared filesystem).
+        std::string resume_from;
+        if (comm_->is_root()) {
+            std::filesystem::create_directories(cfg_.out_dir);
+            for (const std::string& note : remove_checkpoint_leftovers(cfg_.out_dir)) say("note: ", note);
+            metrics_ = std::make_unique<MetricsLog>(std::filesystem::path(cfg_.out_dir) / "metrics.jsonl");
+            if (cfg_.resume)
+                if (auto l = latest_checkpoint(cfg_.out_dir)) resume_from = l->string();
+        }
+        if (comm_->world_size() > 1) comm_->broadcast(resume_from);
         std::optional<std::filesystem::path> latest;
-        if (cfg_.resume) latest = latest_checkpoint(cfg_.out_dir);
+        if (!resume_from.empty()) latest = std::filesystem::path(resume_from);
         if (latest) {
             TrainingState s;
             if constexpr (requires { objective_->load_checkpoint(*latest, *model_, *optim_); })
                 s = objective_->load_checkpoint(*latest, *model_, *optim_);
             else
                 s = load_checkpoint(*latest, *model_, *optim_);
-            MT_CHECK(s.world_size == 1, latest->string(), ": the checkpoint was written by ", s.world_size,
-                     " processes, this run has 1");
-            // The data position means "batch i of B x T"; another batch shape would silently read other data.
-            for (const char* key : {"batch_size", "max_seq_len", "accumulation_steps"}) {
-                const std::int64_t now = key[0] == 'b' ? cfg_.batch_size : key[0] == 'm' ? cfg_.max_seq_len : cfg_.accumulation_steps;
+            // The data position means "global batch i of B x world x T"; another global batch shape would
+            // silently read other data. The world size may change if batch_size x world stays the same.
+            const int world = comm_->world_size();
+            if (s.extra.contains("batch_size")) {
+                const std::int64_t was = s.extra["batch_size"].get<std::int64_t>();
+                MT_CHECK(was * s.world_size == std::int64_t(cfg_.batch_size) * world, latest->string(), ": the run was ",
+                         "batch_size = ", was, " x ", s.world_size, " process", s.world_size == 1 ? "" : "es", " = ",
+                         was * s.world_size, " sequences per global batch, this one has ", cfg_.batch_size, " x ", world,
+                         " = ", std::int64_t(cfg_.batch_size) * world, "; keep batch_size x processes the same "
+                         "(or start a new out_dir)");
+            }
+            for (const char* key : {"max_seq_len", "accumulation_steps"}) {
+                const std::int64_t now = key[0] == 'm' ? cfg_.max_seq_len : cfg_.accumulation_steps;
                 MT_CHECK(!s.extra.contains(key) || s.extra[key].get<std::int64_t>() == now, latest->string(), ": the run was ",
                          key, " = ", s.extra.value(key, nlohmann::json()).dump(), ", this one has ", now,
                          "; resume with the same value (or start a new out_dir)");
             }
+            if (s.world_size != world)
+                say("note: the checkpoint was written by ", s.world_size, " process", s.world_size == 1 ? "" : "es",
+                    ", this run has ", world, ": the same global batches follow; sums are reordered, so the weights "
+                    "agree with an uninterrupted run to rounding, not bit for bit");
             check_resume(*latest, s);
             if (s.extra.contains("guard")) guard_.restore(s.extra["guard"], latest->string());
             if (s.extra.contains("total_steps") && s.extra["total_steps"].get<std::int64_t>() != total_steps_)
@@ -337,7 +480,7 @@ private:
                     total_steps_, ": the learning-rate schedule is stretched from here on");
             step_ = s.step;
             data_->seek(s.data.get<typename Data::Position>());
-            graph_->rng() = s.rng;
+            graph_->rng() = Rng{rank_seed(s.rng.seed), s.rng.counter};
             say("resumed from ", latest->string(), " at step ", step_, "/", total_steps_);
         } else {
             if (cfg_.resume) say("resume: no checkpoint in ", cfg_.out_dir, ", starting from scratch");
@@ -350,7 +493,9 @@ private:
         }
         say("model: ", model_->params().count(), " parameters (", objective_->parameters().trainable_count(),
             " trained); ", total_steps_, " steps of ", tokens_per_step(), " tokens (batch ", cfg_.batch_size, " x ",
-            cfg_.max_seq_len, " x ", cfg_.accumulation_steps, " accumulation)");
+            cfg_.max_seq_len, " x ", cfg_.accumulation_steps, " accumulation",
+            comm_->world_size() > 1 ? " x " + std::to_string(comm_->world_size()) + " processes" : std::string(),
+            cfg_.zero_stage == 1 ? ", ZeRO-1" : "", ")");
     }
 
     /// Refuses (or, with allow_changed_resume, notes) every difference that makes the resumed run differ from
@@ -362,7 +507,7 @@ private:
         }
         std::string breaking;
         for (const RunDifference& d : compare_runs(s.extra["run"], run_record())) {
-            if (!d.breaks_exactness) {
+            if (!d.breaks_exactness || (d.what == "threads" && s.world_size != comm_->world_size())) {
                 say("note: ", d.what, " differs from the saved run (", d.saved, " then, ", d.now, " now)");
                 continue;
             }
@@ -388,6 +533,10 @@ private:
 
     void finish() {
         auto dir = save();
+        if (!comm_->is_root()) {
+            comm_->barrier();  // stay until rank 0 has written everything
+            return;
+        }
         auto final_dir = std::filesystem::path(cfg_.out_dir) / "final";
         detail::write_directory_atomic(final_dir, [&](const std::filesystem::path& tmp) {  // whole or not at all
             if constexpr (requires { objective_->save_final(tmp, *model_); })
@@ -397,9 +546,11 @@ private:
         });
         say("saved ", dir.string(), " (resumable) and ", final_dir.string(), " (Hugging Face folder); metrics in ",
             metrics_->path().string());
+        comm_->barrier();
     }
 
     void log_progress() {
+        if (!comm_->is_root()) return;
         double eta = timer_.mean() * double(total_steps_ - step_);
         char line[256];
         std::snprintf(line, sizeof line, "step %6lld/%lld | loss %.4f", (long long)step_, (long long)total_steps_,
@@ -417,6 +568,10 @@ private:
         std::snprintf(line, sizeof line, " | lr %.3e | norm %.3f | %.0f tok/s | ETA %s", last_lr_, last_norm_,
                       last_tokens_per_s_, format_duration(eta).c_str());
         s += line;
+        if (comm_->world_size() > 1) {
+            std::snprintf(line, sizeof line, " | %d ranks", comm_->world_size());
+            s += line;
+        }
         if (guard_.skipped() > 0) {
             std::snprintf(line, sizeof line, " | skipped %lld", (long long)guard_.skipped());
             s += line;
@@ -436,7 +591,8 @@ private:
     }
 
     void log_eval() {
-        EvalResult r = evaluate();
+        EvalResult r = evaluate();  // a collective: every rank evaluates its part
+        if (!comm_->is_root()) return;
         char line[160];
         std::snprintf(line, sizeof line, "eval step %lld | val loss %.4f | ppl %.2f", (long long)step_, r.loss,
                       r.perplexity);
@@ -452,6 +608,7 @@ private:
     }
 
     void log_sample() {
+        if (!comm_->is_root()) return;
         std::vector<std::int32_t> prompt = sample_prompt;
         if (prompt.empty()) {
             auto p = objective_->sample_prompt(std::min(8, cfg_.max_seq_len - 1));
@@ -481,7 +638,7 @@ private:
         s.epoch = data_->epoch();
         s.rng = graph_->rng();
         s.data = data_->position();
-        s.world_size = 1;
+        s.world_size = comm_->world_size();
         s.threads = Backend::threads();
         s.extra = {{"task", Task::name}, {"total_steps", total_steps_}, {"learning_rate", cfg_.learning_rate},
                    {"accumulation_steps", cfg_.accumulation_steps}, {"batch_size", cfg_.batch_size},
@@ -491,12 +648,12 @@ private:
     }
 
     std::int64_t tokens_per_step() const {
-        return std::int64_t(cfg_.batch_size) * cfg_.max_seq_len * cfg_.accumulation_steps;
+        return std::int64_t(cfg_.batch_size) * cfg_.max_seq_len * cfg_.accumulation_steps * comm_->world_size();
     }
 
     template <class... Parts>
     void say(Parts&&... parts) const {
-        if (cfg_.quiet) return;
+        if (cfg_.quiet || !comm_->is_root()) return;
         std::ostringstream os;
         (os << ... << std::forward<Parts>(parts));
         std::printf("%s\n", os.str().c_str());
@@ -504,6 +661,7 @@ private:
     }
 
     TrainConfig cfg_;
+    Comm* comm_;
     std::unique_ptr<Data> data_;
     std::unique_ptr<Model> model_;
     std::unique_ptr<Objective> objective_;
