@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "minitrain/backend/cpu/cpu.hpp"
@@ -421,6 +422,127 @@ TEST_CASE("load_sft: every malformed line fails with file:line, or is skipped an
         }
         CHECK(st.summary().find("6 malformed records skipped, the first 5:") != std::string::npos);
     }
+}
+
+// ---- bounds on hostile input (issue 10) ------------------------------------------------------------------
+
+TEST_CASE("JSON nesting is limited to json_max_depth levels; brackets in strings do not count") {
+    auto nested = [](int levels) { return std::string(std::size_t(levels), '[') + std::string(std::size_t(levels), ']'); };
+    CHECK(json_max_depth == 128);
+    CHECK(detail::json_depth_error(nested(128)).empty());
+    CHECK(detail::json_depth_error(nested(129)) == "nested deeper than 128 levels (the '[' at byte 129 opens level 129)");
+    CHECK(detail::json_depth_error(R"({"a": "[[[[[[", "b": "\"[[[[", "c": [{}]})", 3).empty());
+    CHECK_FALSE(detail::json_depth_error(R"({"a": [[{}]]})", 3).empty());
+    CHECK(parse_json_record(R"({"text": "x", "deep": )" + nested(127) + "}")["text"] == "x");
+    CHECK(message_of([&] { parse_json_record(R"({"text": "x", "deep": )" + nested(128) + "}"); }) ==
+          "JSON nested deeper than 128 levels (the '[' at byte 150 opens level 129)");
+    CHECK(message_of([&] { parse_json_record(nested(100000)); }).rfind("JSON nested deeper than 128 levels", 0) == 0);
+    CHECK_THROWS_WITH_AS(detail::parse_json(nested(200), "x.json"), doctest::Contains("x.json: JSON nested deeper than 128"), Error);
+}
+
+TEST_CASE("LineReader: a line over max_line is counted, not kept; the lines around it are intact") {
+    TempDir dir;
+    const std::string big(3 << 20, 'z');  // three times the 1 MiB buffer
+    write_text(dir / "a.jsonl", "first\n" + big + "\r\n" + std::string(100, 'y') + "\n" + std::string(101, 'w') + "\nlast");
+    LineReader r(dir / "a.jsonl", 100);
+    std::string_view l;
+    std::vector<std::tuple<std::int64_t, std::string, std::uint64_t>> got;
+    while (r.next(l)) got.emplace_back(r.line_number(), std::string(l), r.long_line());
+    REQUIRE(got.size() == 5);
+    CHECK(got[0] == std::tuple<std::int64_t, std::string, std::uint64_t>{1, "first", 0});
+    CHECK(got[1] == std::tuple<std::int64_t, std::string, std::uint64_t>{2, "", big.size() + 1});  // the '\r' counts
+    CHECK(got[2] == std::tuple<std::int64_t, std::string, std::uint64_t>{3, std::string(100, 'y'), 0});  // at the limit
+    CHECK(got[3] == std::tuple<std::int64_t, std::string, std::uint64_t>{4, "", 101});
+    CHECK(got[4] == std::tuple<std::int64_t, std::string, std::uint64_t>{5, "last", 0});
+    CHECK(r.bytes_consumed() == fs::file_size(dir / "a.jsonl"));
+    // A last line over the limit without a newline.
+    write_text(dir / "b.jsonl", "ok\n" + std::string(500, 'v'));
+    LineReader b(dir / "b.jsonl", 100);
+    REQUIRE(b.next(l));
+    REQUIRE(b.next(l));
+    CHECK(b.long_line() == 500);
+    CHECK_FALSE(b.next(l));
+}
+
+TEST_CASE("load_sft: a record over max_record_bytes fails with file, line, size and limit, or is skipped") {
+    TempDir dir;
+    const std::string good = R"({"conversations": [{"role": "user", "content": "What is 3 plus two?"}, {"role": "assistant", "content": "It is 5."}]})";
+    std::string big = good;
+    big.insert(big.find("It is"), 200, ' ');
+    const fs::path file = dir / "sft.jsonl";
+    write_text(file, good + "\n" + big + "\n" + good + "\n");
+    ExampleOptions o;
+    o.threads = 1;
+    o.max_record_bytes = good.size() + 100;
+    CHECK(message_of([&] { load_sft({file.string()}, tokenizer(), o); }) ==
+          file.string() + ":2: record too long: " + std::to_string(big.size()) + " bytes, the limit is " +
+              std::to_string(good.size() + 100) + " bytes per JSONL record (split the record, or raise max_record_bytes)");
+    o.on_error = OnError::skip;
+    ExampleStats st;
+    CHECK(load_sft({file.string()}, tokenizer(), o, &st).size() == 2);
+    CHECK(st.skipped.count == 1);
+    CHECK(st.skipped.by_reason() == "1 record too long");
+    // At the limit it loads; the default limit is 16 MiB.
+    o.on_error = OnError::fail;
+    o.max_record_bytes = big.size();
+    CHECK(load_sft({file.string()}, tokenizer(), o).size() == 3);
+    CHECK(ExampleOptions{}.max_record_bytes == std::size_t(16) << 20);
+    CHECK(detail::oversize_message(20 << 20, 16 << 20).find("the limit is 16777216 bytes (16 MiB) per JSONL record") !=
+          std::string::npos);
+}
+
+TEST_CASE("ExampleLoader: too few examples names the file, the records read, the skips by kind, what to do") {
+    TempDir dir;
+    const std::string good = R"({"conversations": [{"role": "user", "content": "What is 3 plus two?"}, {"role": "assistant", "content": "It is 5."}]})";
+    ExampleOptions o;
+    o.threads = 1;
+    o.on_error = OnError::skip;
+    auto loader_error = [&](const std::string& name, const std::string& text, ExampleOptions opt) {
+        write_text(dir / name, text);
+        ExampleSet set = load_sft({(dir / name).string()}, tokenizer(), opt);
+        return message_of([&] { ExampleLoader(set, 4, true, 0); });
+    };
+    for (const std::string text : {std::string(), std::string("\n  \n\t\n")}) {
+        CHECK(loader_error("empty.jsonl", text, o) ==
+              "ExampleLoader: 0 examples do not make one batch of 4 (drop_last); from " + (dir / "empty.jsonl").string() +
+                  ": 0 records read (no record at all: the input is empty or holds only blank lines): give a JSONL "
+                  "file with one record per line");
+    }
+    const std::string m = loader_error("bad.jsonl", "{\"text\": 1}\n[1]\n{\"conversations\": 5}\n{\"text\": 2}\n{oops\n", o);
+    CHECK(m.rfind("ExampleLoader: 0 examples do not make one batch of 4 (drop_last); from " + (dir / "bad.jsonl").string() +
+                      ": 5 records read, 5 malformed and skipped (2 missing field \"conversations\", 1 expected a JSON "
+                      "object, found array, 1 field \"conversations\", 1 not valid JSON): every record was malformed: "
+                      "fix the file (the first one: " + (dir / "bad.jsonl").string() + ":1: missing field \"conversations\")",
+                  0) == 0);
+    CHECK(loader_error("few.jsonl", good + "\n" + good + "\n{}\n", o) ==
+          "ExampleLoader: 2 examples do not make one batch of 4 (drop_last); from " + (dir / "few.jsonl").string() +
+              ": 3 records read, 1 malformed and skipped (1 missing field \"conversations\"): give at least 4 examples, "
+              "or a smaller batch size");
+    ExampleOptions tiny = o;
+    tiny.max_seq_len = 4;  // the prompt fills every position: no assistant token left
+    CHECK(loader_error("cut.jsonl", good + "\n", tiny).find(
+              ": 1 record read, 1 dropped because truncation to max_seq_len 4 left no assistant token to train on: raise "
+              "max_seq_len, or shorten the prompts") != std::string::npos);
+    // After a split the message says which part.
+    write_text(dir / "six.jsonl", good + "\n" + good + "\n" + good + "\n" + good + "\n" + good + "\n");
+    SplitExamples sp = split_examples(load_sft({(dir / "six.jsonl").string()}, tokenizer(), o), {0.4, 0, 1});
+    CHECK(message_of([&] { ExampleLoader(sp.train, 4, true, 0); })
+              .find("; the training part (3 of 5) of the examples from " + (dir / "six.jsonl").string()) != std::string::npos);
+}
+
+TEST_CASE("SkipLog: counts by kind of problem, indices folded, at most max_reasons kinds") {
+    CHECK(detail::skip_reason("field \"conversations\"[12].role: expected \"user\" first") == "field \"conversations\"[].role");
+    CHECK(detail::skip_reason("invalid UTF-8 (byte 0xff at column 3)") == "invalid UTF-8");
+    CHECK(detail::skip_reason("not valid JSON: column 7: syntax error") == "not valid JSON");
+    SkipLog log;
+    log.add("f:1: a", "a");
+    log.add("f:2: b", "b");
+    log.add("f:3: b", "b");
+    CHECK(log.by_reason() == "2 b, 1 a");
+    CHECK(log.summary().find("\n  by kind: 2 b, 1 a") != std::string::npos);
+    for (int i = 0; i < 40; ++i) log.add("f: x", "kind " + std::to_string(i));
+    CHECK(log.reasons.size() == SkipLog::max_reasons);
+    CHECK(log.by_reason().find("27 other problems") != std::string::npos);
 }
 
 TEST_CASE("load_sft: the result does not depend on the thread count; truncated and unsupervised examples") {

@@ -233,6 +233,15 @@ TEST_CASE("safetensors: each malformed header is an error naming the file and th
            {"__metadata__", "\"step\""});
     // An overflowing shape must not wrap around into a plausible byte count.
     expect(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", {}, {"\"w\"", "too large"});
+    // Nesting is limited to json_max_depth (128) levels: an ignored extra field at level 128 is fine, at 129 not.
+    auto with_extra = [](int levels) {
+        return R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":)" + std::string(std::size_t(levels), '[') +
+               std::string(std::size_t(levels), ']') + "}}";
+    };
+    write_raw(f, with_extra(126), d8);
+    CHECK(SafeTensors(f).names() == std::vector<std::string>{"w"});
+    expect(with_extra(127), d8, {"bad.safetensors: header: JSON nested deeper than 128 levels", "opens level 129"});
+    expect(std::string(100000, '['), d8, {"bad.safetensors: header: JSON nested deeper than 128 levels"});
 }
 
 TEST_CASE("safetensors: read_into checks shape, dtype and name") {

@@ -318,6 +318,21 @@ TEST_CASE("shards: truncated, padded and foreign files are errors naming the fil
         io.write(reinterpret_cast<const char*>(&bad), 4);
     }
     CHECK(contains(error_of([&] { TokenShard s(f); }), "expects version 1, found 7"));
+
+    // The header's count is checked against the file's size before anything is read: the largest count
+    // (2^31 - 1 uint32 tokens, 8 GiB) in a 1 KB file, and a negative one, fail at open.
+    for (std::int32_t count : {std::int32_t(2147483647), std::int32_t(-1)}) {
+        CAPTURE(count);
+        write_token_shard(f, ramp(0, 10), 70000);  // uint32
+        {
+            std::fstream io(f, std::ios::binary | std::ios::in | std::ios::out);
+            io.seekp(8);
+            io.write(reinterpret_cast<const char*>(&count), 4);
+        }
+        msg = error_of([&] { TokenShard s(f); });
+        CHECK(contains(msg, f.string()));
+        CHECK(contains(msg, count < 0 ? "header token count is negative (-1)" : "8589935612 bytes, found 1064 (truncated)"));
+    }
 }
 
 TEST_CASE("loader: a shard too small for one batch, and wrong batch tensors, are errors") {

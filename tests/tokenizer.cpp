@@ -667,12 +667,19 @@ TEST_CASE("tokenizer: unsupported or broken tokenizer.json files are Errors nami
     check_error([](auto& j) { j["model"]["merges"].push_back("a zz"); }, "model.merges[1]");
     check_error([](auto& j) { j["model"]["merges"].push_back("abc"); }, "model.merges[1]");
     check_error([](auto& j) { j["model"]["merges"].push_back(nlohmann::json::array({"b", "a"})); }, "model.merges[1]");
-    check_error([](auto& j) { j["model"]["vocab"].erase("Ġ"); }, "no token for byte 0x20");
+    check_error([](auto& j) { j["model"]["vocab"].erase("Ġ"); }, "model.vocab[\"ab\"]: id 256 is out of range");
+    check_error(
+        [](auto& j) {
+            j["model"]["vocab"].erase("Ġ");  // its id goes to an added token, so that the ids stay in range
+            j["added_tokens"] = {{{"id", 32}, {"content", "<x>"}}};
+        },
+        "no token for byte 0x20");
     check_error([](auto& j) { j["model"]["vocab"]["x"] = "seven"; }, "model.vocab[\"x\"]");
     check_error([](auto& j) { j["model"]["vocab"]["zz"] = 5; }, "model.vocab: id 5");
-    check_error([](auto& j) { j["added_tokens"] = {{{"id", 300}, {"content", "<x>"}, {"lstrip", true}}}; },
+    check_error([](auto& j) { j["added_tokens"] = {{{"id", 257}, {"content", "<x>"}, {"lstrip", true}}}; },
                 "added_tokens[0].lstrip");
-    check_error([](auto& j) { j["added_tokens"] = {{{"id", 300}}}; }, "added_tokens[0].content");
+    check_error([](auto& j) { j["added_tokens"] = {{{"id", 257}}}; }, "added_tokens[0].content");
+    check_error([](auto& j) { j["added_tokens"] = {{{"id", "257"}, {"content", "<x>"}}}; }, "added_tokens[0].id");
     check_error(
         [](auto& j) {
             j["pre_tokenizer"] = {{"type", "Sequence"},
@@ -703,6 +710,105 @@ TEST_CASE("tokenizer: unsupported or broken tokenizer.json files are Errors nami
     CHECK_THROWS_AS(t.token(257), Error);
     CHECK(t.token(256) == "ab");
     CHECK_THROWS_WITH_AS(Tokenizer().encode("x"), doctest::Contains("empty tokenizer"), Error);
+}
+
+TEST_CASE("tokenizer: ids are bounded by the tokens in the file, nesting by json_max_depth (hostile files)") {
+    // Issue 10: one id of 2^29 in a 7 KB file asked for gigabytes (tables are indexed by id); a
+    // pre_tokenizer nested 10,000 levels deep took 1.4 GB. Both must fail at once, naming file and field,
+    // with no large allocation; the same files at the bound must load.
+    TempDir dir;
+    const std::string base = hand_tokenizer_json({{"a", "b"}}, {{"<|endoftext|>", true}});  // 257 vocab + 1 added
+    auto write = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+        auto j = nlohmann::json::parse(base);
+        edit(j);
+        write_file(dir / name, j.dump());
+        return dir / name;
+    };
+    auto load_error = [&](const fs::path& p) {
+        g_largest_allocation = 0;
+        std::string what;
+        try {
+            Tokenizer::load(p);
+        } catch (const Error& e) {
+            what = e.what();
+        }
+        CHECK(g_largest_allocation < (std::size_t(16) << 20));
+        CHECK(what.find(p.string()) != std::string::npos);
+        return what;
+    };
+
+    // The limit is 257 + 1 = 258: ids 0..257.
+    auto e = load_error(write("vocab_huge.json", [](auto& j) { j["model"]["vocab"]["zz"] = 1 << 29; }));
+    CHECK(e.find("model.vocab[\"zz\"]: id 536870912 is out of range") != std::string::npos);
+    CHECK(e.find("ids must be in [0, 259), the number of tokens in the file (258 in model.vocab + 1 in added_tokens)") !=
+          std::string::npos);
+    e = load_error(write("added_huge.json", [](auto& j) { j["added_tokens"][0]["id"] = (1 << 30) - 1; }));
+    CHECK(e.find("added_tokens[0].id: id 1073741823 is out of range: ids must be in [0, 258)") != std::string::npos);
+    e = load_error(write("added_next.json", [](auto& j) { j["added_tokens"][0]["id"] = 258; }));
+    CHECK(e.find("added_tokens[0].id: id 258 is out of range") != std::string::npos);
+    e = load_error(write("negative.json", [](auto& j) { j["model"]["vocab"]["ab"] = -1; }));
+    CHECK(e.find("model.vocab[\"ab\"]: id -1 is out of range") != std::string::npos);
+
+    // At the bound: the added token at the last id, or in a gap of the vocabulary, loads.
+    Tokenizer at_bound = Tokenizer::load(write("at_bound.json", [](auto& j) { j["added_tokens"][0]["id"] = 257; }));
+    CHECK(at_bound.vocab_size() == 258);
+    CHECK(at_bound.token_id("<|endoftext|>") == 257);
+    Tokenizer gap = Tokenizer::load(write("gap.json", [](auto& j) {
+        j["model"]["vocab"]["ab"] = 257;
+        j["added_tokens"][0]["id"] = 256;
+    }));
+    CHECK(gap.vocab_size() == 258);
+    CHECK(gap.encode("ab") == std::vector<std::int32_t>{257});
+
+    // Nesting: the top-level object is level 1, pre_tokenizer level 2, and each Sequence of one
+    // pre-tokenizer adds two (its object and its array): k wrappers nest 2 + 2k levels.
+    auto wrapped = [&](const std::string& name, int k) {
+        return write(name, [k](auto& j) {
+            nlohmann::json p = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+            for (int i = 0; i < k; ++i) p = {{"type", "Sequence"}, {"pretokenizers", nlohmann::json::array({p})}};
+            j["pre_tokenizer"] = p;
+        });
+    };
+    CHECK(Tokenizer::load(wrapped("depth128.json", 63)).encode("ab ab") == Tokenizer::load(dir / "at_bound.json").encode("ab ab"));
+    e = load_error(wrapped("depth130.json", 64));
+    CHECK(e.find("JSON nested deeper than 128 levels (the '[' at byte") != std::string::npos);
+    CHECK(e.find("opens level 129") != std::string::npos);
+    // 10,000 levels, written as text (nlohmann would take long to build and dump it).
+    std::string deep = base;
+    const std::string pre = "\"pre_tokenizer\":";
+    auto at = deep.find(pre);
+    REQUIRE(at != std::string::npos);
+    auto end = deep.find('}', at);
+    std::string inner = deep.substr(at + pre.size(), end + 1 - at - pre.size());
+    std::string nest;
+    for (int i = 0; i < 10000; ++i) nest += "{\"type\":\"Sequence\",\"pretokenizers\":[";
+    nest += inner;
+    for (int i = 0; i < 10000; ++i) nest += "]}";
+    deep.replace(at + pre.size(), inner.size(), nest);
+    write_file(dir / "deep10000.json", deep);
+    e = load_error(dir / "deep10000.json");
+    CHECK(e.find("JSON nested deeper than 128 levels") != std::string::npos);
+}
+
+TEST_CASE("tokenizer: training on .jsonl bounds the record size and the nesting, naming file and line") {
+    TempDir dir;
+    Tokenizer::TrainOptions o;
+    o.vocab_size = 270;
+    o.max_record_bytes = 64;
+    const std::string ok = R"({"text": "hello hello hello world"})";
+    write_file(dir / "ok.jsonl", ok + "\n" + ok + "\n");
+    CHECK(Tokenizer::train({dir / "ok.jsonl"}, o).vocab_size() > 259);
+    const std::string at_limit = R"({"text": ")" + std::string(64 - 12, 'x') + "\"}";
+    REQUIRE(at_limit.size() == 64);
+    write_file(dir / "limit.jsonl", at_limit + "\n");
+    CHECK_NOTHROW(Tokenizer::train({dir / "limit.jsonl"}, o));
+    write_file(dir / "long.jsonl", ok + "\n" + at_limit.substr(0, 10) + "x" + at_limit.substr(10) + "\n");
+    const std::string too_long = (dir / "long.jsonl").string() + ":2: record too long: 65 bytes, the limit is 64 bytes per JSONL record";
+    CHECK_THROWS_WITH_AS(Tokenizer::train({dir / "long.jsonl"}, o), doctest::Contains(too_long.c_str()), Error);
+    o.max_record_bytes = jsonl_max_record_bytes;
+    write_file(dir / "deep.jsonl", ok + "\n{\"text\": \"a\", \"x\": " + std::string(200, '[') + std::string(200, ']') + "}\n");
+    const std::string too_deep = (dir / "deep.jsonl").string() + ":2: JSON nested deeper than 128 levels";
+    CHECK_THROWS_WITH_AS(Tokenizer::train({dir / "deep.jsonl"}, o), doctest::Contains(too_deep.c_str()), Error);
 }
 
 // ---- MiniMind's tokenizer files -------------------------------------------------------------------

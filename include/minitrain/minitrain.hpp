@@ -53,6 +53,7 @@
 #include "data/token_loader.hpp"
 #include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"
+#include "io/json.hpp"
 #include "io/peft.hpp"
 #include "io/safetensors.hpp"
 

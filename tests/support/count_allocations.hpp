@@ -18,17 +18,27 @@
 #include <minitrain/backend/cpu/cpu.hpp>
 
 inline std::atomic<long> g_allocations{0};
+/// The largest single request through operator new since it was last reset to 0 (memory bounds tests).
+inline std::atomic<std::size_t> g_largest_allocation{0};
+
+inline void note_allocation_size(std::size_t n) {
+    std::size_t seen = g_largest_allocation.load(std::memory_order_relaxed);
+    while (n > seen && !g_largest_allocation.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+    }
+}
 
 /// Allocations so far: through operator new, plus the large blocks the CPU backend maps itself.
 inline long allocations_now() { return g_allocations + minitrain::CPU::mapped_allocations(); }
 
 void* operator new(std::size_t n) {
     ++g_allocations;
+    note_allocation_size(n);
     if (void* p = std::malloc(n ? n : 1)) return p;
     throw std::bad_alloc();
 }
 void* operator new(std::size_t n, std::align_val_t a) {
     ++g_allocations;
+    note_allocation_size(n);
     std::size_t al = std::size_t(a);
     if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
     throw std::bad_alloc();

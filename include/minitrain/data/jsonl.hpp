@@ -16,8 +16,11 @@
 // Malformed records: invalid UTF-8 (checked here, before any JSON parsing, so that the message can say
 // where; nlohmann/json also rejects it inside strings, but not with a byte position), JSON that does not
 // parse, a top-level value that is not an object, a missing field or a field of the wrong type (the
-// format parsers in chat.hpp and prepare.hpp throw RecordError for those). OnError::fail throws Error with
-// the file and line; OnError::skip counts the record in a SkipLog, keeps its first messages, and goes on.
+// format parsers in chat.hpp and prepare.hpp throw RecordError for those), JSON nested deeper than
+// json_max_depth (128) levels, and a JSONL line longer than ReadOptions::max_record_bytes (16 MiB by
+// default; read past without being held in memory). OnError::fail throws Error with the file and line;
+// OnError::skip counts the record in a SkipLog (in total and by kind of problem), keeps its first
+// messages, and goes on.
 #pragma once
 
 #include <algorithm>
@@ -45,6 +48,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../io/json.hpp"
 #include "../io/mmap.hpp"
 
 namespace minitrain {
@@ -76,22 +80,61 @@ template <class... Parts>
 }
 }  // namespace detail
 
-/// Records skipped under OnError::skip: how many, and the first messages (for a summary).
+namespace detail {
+/// The kind of a record's problem, for counting: its message up to the first ": " or " (", with indices
+/// "[2]" written "[]" (so `field "conversations"[2].role: ...` and `...[5].role: ...` count together).
+inline std::string skip_reason(std::string_view message) {
+    const std::size_t cut = std::min(message.find(": "), message.find(" ("));
+    const std::string_view head = message.substr(0, std::min<std::size_t>(cut, 100));
+    std::string r;
+    for (std::size_t i = 0; i < head.size(); ++i) {
+        r += head[i];
+        if (head[i] != '[') continue;
+        std::size_t j = i + 1;
+        while (j < head.size() && head[j] >= '0' && head[j] <= '9') ++j;
+        if (j > i + 1 && j < head.size() && head[j] == ']') i = j - 1;
+    }
+    while (!r.empty() && (static_cast<unsigned char>(r.back()) & 0xC0) == 0x80) r.pop_back();  // a cut sequence
+    if (!r.empty() && static_cast<unsigned char>(r.back()) >= 0xC0) r.pop_back();
+    return r;
+}
+}  // namespace detail
+
+/// Records skipped under OnError::skip: how many, why (counts by kind of problem), and the first messages.
 struct SkipLog {
     std::int64_t count = 0;
     std::vector<std::string> first;  // at most `keep` messages, in input order
     std::size_t keep = 5;
+    std::vector<std::pair<std::string, std::int64_t>> reasons;  // kind of problem -> records, first seen first
+    static constexpr std::size_t max_reasons = 16;              // further kinds count as "other problems"
 
-    void add(std::string message) {
+    /// `message` is "file:line: what"; `reason` the kind of problem (detail::skip_reason of "what").
+    void add(std::string message, std::string reason = "other problems") {
         ++count;
         if (first.size() < keep) first.push_back(std::move(message));
+        if (reasons.size() + 1 >= max_reasons && reason != "other problems" &&
+            std::none_of(reasons.begin(), reasons.end(), [&](const auto& r) { return r.first == reason; }))
+            reason = "other problems";
+        for (auto& r : reasons)
+            if (r.first == reason) return void(++r.second);
+        reasons.emplace_back(std::move(reason), 1);
     }
-    /// "" when nothing was skipped; otherwise a count and the first messages, one per line.
+    /// "4 not valid JSON, 2 missing field "conversations"": the counts by kind, most frequent first.
+    std::string by_reason() const {
+        auto sorted = reasons;
+        std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+        std::string s;
+        for (const auto& [r, n] : sorted) s += (s.empty() ? "" : ", ") + std::to_string(n) + " " + r;
+        return s;
+    }
+    /// "" when nothing was skipped; otherwise a count and the first messages, one per line, then the counts
+    /// by kind of problem.
     std::string summary() const {
         if (count == 0) return "";
         std::string s = std::to_string(count) + (count == 1 ? " malformed record skipped" : " malformed records skipped");
         s += count > std::int64_t(first.size()) ? ", the first " + std::to_string(first.size()) + ":" : ":";
         for (const auto& m : first) s += "\n  " + m;
+        if (!reasons.empty()) s += "\n  by kind: " + by_reason();
         return s;
     }
 };
@@ -165,6 +208,7 @@ inline std::string_view utf8_prefix(std::string_view s, std::size_t max) {
 /// not parse (with nlohmann's column and reason), or another top-level type.
 inline nlohmann::json parse_json_record(std::string_view line) {
     check_utf8(line);
+    if (std::string e = detail::json_depth_error(line); !e.empty()) detail::record_fail("JSON ", e);
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(line);
@@ -200,10 +244,12 @@ inline const std::string& json_string(const nlohmann::json& value, std::string_v
 // ---- lines ------------------------------------------------------------------------------------------
 
 /// Reads a file line by line through a fixed buffer (it grows only for a line longer than itself), so the
-/// memory used does not depend on the file size.
+/// memory used does not depend on the file size. A line longer than `max_line` bytes is not kept: next()
+/// returns it as an empty view and long_line() says how long it was, with memory bounded by max_line.
 class LineReader {
 public:
-    explicit LineReader(const std::filesystem::path& path) : path_(path), buf_(std::size_t(1) << 20) {
+    explicit LineReader(const std::filesystem::path& path, std::size_t max_line = std::size_t(-1))
+        : path_(path), buf_(std::size_t(1) << 20), max_(max_line) {
         f_ = std::fopen(path.c_str(), "rb");
         if (!f_) {
             int err = errno;
@@ -221,18 +267,26 @@ public:
         for (;;) {
             if (auto* nl = static_cast<char*>(std::memchr(buf_.data() + scan_, '\n', end_ - scan_))) {
                 std::size_t e = std::size_t(nl - buf_.data());
-                emit(line, e, e + 1);
+                finish(line, e, e + 1);
                 return true;
             }
             scan_ = end_;
+            if (dropped_ + (end_ - pos_) > max_) {  // too long already: count the bytes, do not keep them
+                dropped_ += end_ - pos_;
+                pos_ = scan_ = end_;
+            }
             if (eof_) {
-                if (pos_ == end_) return false;
-                emit(line, end_, end_);  // a last line without "\n"
+                if (pos_ == end_ && dropped_ == 0) return false;
+                finish(line, end_, end_);  // a last line without "\n"
                 return true;
             }
             fill();
         }
     }
+
+    /// 0 when the line last returned was kept; its length in bytes when it was longer than max_line (next()
+    /// then returned an empty view).
+    std::uint64_t long_line() const { return long_; }
 
     /// 1-based number of the line last returned.
     std::int64_t line_number() const { return line_; }
@@ -241,6 +295,19 @@ public:
     const std::filesystem::path& path() const { return path_; }
 
 private:
+    void finish(std::string_view& line, std::size_t end, std::size_t next) {
+        const std::uint64_t len = dropped_ + (end - pos_);
+        dropped_ = 0;
+        if (len > max_) {
+            long_ = len;
+            line = {};
+            pos_ = scan_ = next;
+            ++line_;
+            return;
+        }
+        long_ = 0;
+        emit(line, end, next);
+    }
     void emit(std::string_view& line, std::size_t end, std::size_t next) {
         std::size_t b = pos_;
         if (line_ == 0 && end - b >= 3 && std::memcmp(buf_.data() + b, "\xEF\xBB\xBF", 3) == 0) b += 3;  // BOM
@@ -274,6 +341,9 @@ private:
     std::uint64_t base_ = 0;                    // file offset of buf_[0]
     std::int64_t line_ = 0;
     bool eof_ = false;
+    std::size_t max_;                           // longest line kept
+    std::uint64_t dropped_ = 0;                 // bytes of the current (too long) line already discarded
+    std::uint64_t long_ = 0;                    // length of the last line returned, when it was too long
 };
 
 // ---- records ----------------------------------------------------------------------------------------
@@ -339,21 +409,32 @@ inline std::vector<InputFile> resolve_inputs(const std::vector<std::string>& arg
     return out;
 }
 
-/// The records of one file, in order (see the top of this file for what a record is).
+/// The records of one file, in order (see the top of this file for what a record is). A JSONL line longer
+/// than max_record bytes is returned as an empty record with oversize() set to its length.
 class RecordReader {
 public:
-    RecordReader(const InputFile& f, TextSplit split) : lines_(f.path), jsonl_(f.format == InputFormat::jsonl), split_(split) {}
+    RecordReader(const InputFile& f, TextSplit split, std::size_t max_record = jsonl_max_record_bytes)
+        : lines_(f.path, f.format == InputFormat::jsonl ? max_record : std::size_t(-1)),
+          jsonl_(f.format == InputFormat::jsonl),
+          split_(split) {}
 
     /// Appends the next record to `out` and sets `line` to its first line. False at the end of the file.
     bool next(std::string& out, std::int64_t& line) {
         std::string_view l;
+        oversize_ = 0;
         if (jsonl_ || split_ == TextSplit::line) {
-            while (lines_.next(l))
+            while (lines_.next(l)) {
+                if (lines_.long_line()) {
+                    line = lines_.line_number();
+                    oversize_ = lines_.long_line();
+                    return true;
+                }
                 if (!blank(l)) {
                     line = lines_.line_number();
                     out.append(l);
                     return true;
                 }
+            }
             return false;
         }
         // paragraph: up to the next blank line; file: everything.
@@ -377,6 +458,8 @@ public:
     }
 
     std::uint64_t bytes_consumed() const { return lines_.bytes_consumed(); }
+    /// Length of the record last returned when it was over the limit (and so not read), else 0.
+    std::uint64_t oversize() const { return oversize_; }
 
 private:
     static bool blank(std::string_view l) { return l.find_first_not_of(" \t\r\f\v") == std::string_view::npos; }
@@ -384,6 +467,7 @@ private:
     LineReader lines_;
     bool jsonl_;
     TextSplit split_;
+    std::uint64_t oversize_ = 0;
 };
 
 // ---- parallel processing in input order ---------------------------------------------------------------
@@ -477,7 +561,17 @@ struct ReadOptions {
     TextSplit text_split = TextSplit::line;
     OnError on_error = OnError::fail;
     std::size_t chunk_bytes = std::size_t(8) << 20;  // records read per round (then processed in parallel)
+    std::size_t max_record_bytes = jsonl_max_record_bytes;  // a longer JSONL line is a malformed record
 };
+
+namespace detail {
+/// The message for a JSONL line over the limit (the reader prefixes "file:line: ").
+inline std::string oversize_message(std::uint64_t bytes, std::size_t limit) {
+    std::string mib = limit % (std::size_t(1) << 20) == 0 ? " (" + std::to_string(limit >> 20) + " MiB)" : std::string();
+    return "record too long: " + std::to_string(bytes) + " bytes, the limit is " + std::to_string(limit) + " bytes" +
+           mib + " per JSONL record (split the record, or raise max_record_bytes)";
+}
+}  // namespace detail
 
 /// Where a record came from.
 struct RecordSource {
@@ -504,6 +598,7 @@ void process_records(const std::vector<InputFile>& files, const ReadOptions& opt
     std::string text;                      // the chunk's records, back to back
     std::vector<std::size_t> begin;        // (records + 1) offsets into text
     std::vector<RecordSource> source;      // (records)
+    std::vector<std::uint64_t> oversize;   // (records) length of a record over the limit, else 0
     std::vector<Slot> slots;
     std::uint64_t done_bytes = 0;          // of files finished
     std::size_t fi = 0;
@@ -512,20 +607,22 @@ void process_records(const std::vector<InputFile>& files, const ReadOptions& opt
     auto report = [&](const RecordSource& s, const std::string& msg) {
         std::string full = s.file->path.string() + ":" + std::to_string(s.line) + ": " + msg;
         if (opt.on_error == OnError::fail) throw Error(full);
-        skipped.add(std::move(full));
+        skipped.add(std::move(full), detail::skip_reason(msg));
     };
 
     while (fi < files.size()) {
         text.clear();
         begin.assign(1, 0);
         source.clear();
+        oversize.clear();
         std::uint64_t in_progress = 0;
         while (fi < files.size() && text.size() < opt.chunk_bytes) {
-            if (!reader) reader = std::make_unique<RecordReader>(files[fi], opt.text_split);
+            if (!reader) reader = std::make_unique<RecordReader>(files[fi], opt.text_split, opt.max_record_bytes);
             std::int64_t line = 0;
             if (reader->next(text, line)) {
                 begin.push_back(text.size());
                 source.push_back({&files[fi], line});
+                oversize.push_back(reader->oversize());
                 in_progress = reader->bytes_consumed();
             } else {
                 done_bytes += reader->bytes_consumed();
@@ -539,6 +636,10 @@ void process_records(const std::vector<InputFile>& files, const ReadOptions& opt
         pool.run(n, [&](std::size_t i) {
             Slot& s = slots[i];
             s.error.clear();
+            if (oversize[i]) {
+                s.error = detail::oversize_message(oversize[i], opt.max_record_bytes);
+                return;
+            }
             try {
                 work(std::string_view(text).substr(begin[i], begin[i + 1] - begin[i]), *source[i].file, s.value);
             } catch (const RecordError& e) {

@@ -65,6 +65,7 @@ struct PrepareOptions {
     bool overwrite = false;                // replace the shards of an earlier run in output_dir
     bool progress = true;                  // a progress line on stderr, when it is a terminal
     std::size_t chunk_bytes = 0;           // text read per round; 0: 4 MiB per thread (at least 8 MiB)
+    std::size_t max_record_bytes = jsonl_max_record_bytes;  // a longer JSONL line is malformed (jsonl.hpp)
 };
 
 struct PrepareSummary {
@@ -228,6 +229,7 @@ inline PrepareSummary prepare_data(const PrepareOptions& o, const Tokenizer& tok
     ReadOptions ro;
     ro.text_split = o.text_split;
     ro.on_error = o.on_error;
+    ro.max_record_bytes = o.max_record_bytes;
     ro.chunk_bytes = o.chunk_bytes ? o.chunk_bytes : std::max<std::size_t>(std::size_t(8) << 20, std::size_t(pool.threads()) << 22);
     detail::PrepareProgress progress(o.progress, sum.input_bytes);
     const auto t0 = std::chrono::steady_clock::now();
@@ -275,7 +277,8 @@ inline PrepareSummary prepare_data(const PrepareOptions& o, const Tokenizer& tok
     sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     MT_CHECK(documents > 0, "prepare_data: no document found in the input (", files.size(), " file", files.size() == 1 ? "" : "s",
-             sum.skipped.count ? ", " + std::to_string(sum.skipped.count) + " malformed records skipped" : std::string(), ")");
+             sum.skipped.count ? ", " + std::to_string(sum.skipped.count) + " malformed records skipped: " + sum.skipped.by_reason() : std::string(),
+             sum.empty_documents ? ", " + std::to_string(sum.empty_documents) + " empty documents" : std::string(), ")");
     MT_CHECK(sum.train.documents > 0, "prepare_data: all ", documents, " documents went to the validation split: lower val_tokens or val_fraction");
     for (auto [s, w] : {std::pair{&sum.train, &train}, std::pair{&sum.val, &val}}) {
         s->tokens = w->tokens();

@@ -39,6 +39,40 @@ namespace minitrain {
 
 // ---- the examples -------------------------------------------------------------------------------------
 
+/// Where an ExampleSet came from, for the messages of a loader that finds too few examples.
+struct ExampleOrigin {
+    std::string files;                 // the inputs, as given ("" for a set built in memory)
+    std::int64_t records = 0;          // well-formed records read
+    std::int64_t skipped = 0;          // malformed records skipped (OnError::skip)
+    std::string skipped_by_kind;       // "3 not valid JSON, 1 missing field \"conversations\""
+    std::string first_skipped;         // the first skipped record's message (file:line: what)
+    std::int64_t unsupervised = 0;     // dropped: no supervised target left after truncation
+    int max_seq_len = 0;
+    std::string part;                  // "" for everything loaded, else e.g. "the training part of a split"
+
+    /// "from sft.jsonl: 5 records read, 5 malformed and skipped (5 not valid JSON)"; "" when unknown.
+    std::string text() const {
+        if (files.empty()) return "";
+        std::string s = (part.empty() ? "" : part + " of the examples ") + std::string("from ") + files + ": " +
+                        std::to_string(records + skipped) + (records + skipped == 1 ? " record" : " records") + " read";
+        if (records + skipped == 0) s += " (no record at all: the input is empty or holds only blank lines)";
+        if (skipped) s += ", " + std::to_string(skipped) + " malformed and skipped (" + skipped_by_kind + ")";
+        if (unsupervised)
+            s += ", " + std::to_string(unsupervised) + " dropped because truncation to max_seq_len " +
+                 std::to_string(max_seq_len) + " left no assistant token to train on";
+        return s;
+    }
+    /// What to do about it, for a set of `have` examples that needed `need`.
+    std::string advice(std::size_t have, std::int64_t need) const {
+        if (files.empty()) return "";
+        if (records + skipped == 0) return "give a JSONL file with one record per line";
+        if (have == 0 && skipped > 0 && records == 0)
+            return "every record was malformed: fix the file (the first one: " + first_skipped + ")";
+        if (have == 0 && unsupervised > 0) return "raise max_seq_len, or shorten the prompts";
+        return "give at least " + std::to_string(need) + " examples, or a smaller batch size";
+    }
+};
+
 class ExampleSet {
 public:
     ExampleSet() = default;
@@ -69,6 +103,9 @@ public:
     std::int32_t pad_id() const { return pad_; }
     /// Stored (non-pad) tokens over all sequences.
     std::int64_t tokens() const { return std::int64_t(tok_.size()); }
+    /// Where the examples came from (set by load_examples; empty for a set built in memory).
+    const ExampleOrigin& origin() const { return origin_; }
+    void set_origin(ExampleOrigin o) { origin_ = std::move(o); }
 
     /// inputs (T) and targets (T) of sequence `which` (0, or 1 = rejected for DPO) of example i.
     /// Returns the number of supervised targets.
@@ -102,6 +139,7 @@ public:
     /// The examples at `indices`, in that order.
     ExampleSet select(std::span<const std::size_t> indices) const {
         ExampleSet out(T_, arity_, pad_);
+        out.origin_ = origin_;
         for (std::size_t i : indices) {
             MT_CHECK(i < size(), "ExampleSet::select: example ", i, " outside [0, ", size(), ")");
             for (int k = 0; k < arity_; ++k) {
@@ -120,6 +158,7 @@ private:
     std::int32_t pad_ = 0;
     std::vector<std::uint32_t> tok_;           // all sequences back to back: id | supervised << 31
     std::vector<std::size_t> start_ = {0};     // (sequences + 1) offsets into tok_
+    ExampleOrigin origin_;
 };
 
 // ---- loading from JSONL -------------------------------------------------------------------------------
@@ -132,6 +171,7 @@ struct ExampleOptions {
     int threads = 0;                   // tokenization threads; 0 = one per hardware thread. The result does not depend on it.
     bool keep_unsupervised = false;    // keep examples left without any supervised target by truncation
     ChatTemplate::TokenNames tokens;   // ChatML markers and the pad token
+    std::size_t max_record_bytes = jsonl_max_record_bytes;  // a longer line is a malformed record (jsonl.hpp)
 };
 
 struct ExampleStats {
@@ -166,6 +206,7 @@ inline ExampleSet load_examples(ExampleKind kind, const std::vector<std::string>
     const std::vector<InputFile> files = resolve_inputs(inputs, InputFormat::jsonl);
     ReadOptions ro;
     ro.on_error = opt.on_error;
+    ro.max_record_bytes = opt.max_record_bytes;
     WorkerPool pool(opt.threads);
     const std::size_t T1 = std::size_t(opt.max_seq_len) + 1;
     process_records<Encoded>(
@@ -201,6 +242,15 @@ inline ExampleSet load_examples(ExampleKind kind, const std::vector<std::string>
             ++st.examples;
         },
         [](std::uint64_t) {});
+    ExampleOrigin origin;
+    for (std::size_t i = 0; i < inputs.size(); ++i) origin.files += (i ? ", " : "") + inputs[i];
+    origin.records = st.records;
+    origin.skipped = st.skipped.count;
+    origin.skipped_by_kind = st.skipped.by_reason();
+    if (!st.skipped.first.empty()) origin.first_skipped = st.skipped.first.front();
+    origin.unsupervised = opt.keep_unsupervised ? 0 : st.unsupervised;
+    origin.max_seq_len = opt.max_seq_len;
+    set.set_origin(std::move(origin));
     if (stats) *stats = std::move(st);
     return set;
 }
@@ -250,7 +300,14 @@ inline SplitExamples split_examples(const ExampleSet& all, const ValSplit& s) {
     }
     std::vector<std::size_t> tr, va;
     for (std::size_t i = 0; i < n; ++i) (is_val[i] ? va : tr).push_back(i);
-    return {all.select(tr), all.select(va)};
+    SplitExamples out{all.select(tr), all.select(va)};
+    for (auto [set, part] : {std::pair{&out.train, "the training part"}, std::pair{&out.val, "the validation part"}}) {
+        if (va.empty()) break;  // nothing held out: the training part is everything
+        ExampleOrigin o = set->origin();
+        o.part = std::string(part) + " (" + std::to_string(set->size()) + " of " + std::to_string(n) + ")";
+        set->set_origin(std::move(o));
+    }
+    return out;
 }
 
 // ---- the loader ---------------------------------------------------------------------------------------
@@ -275,8 +332,13 @@ public:
         MT_CHECK(world >= 1 && rank >= 0 && rank < world, "ExampleLoader: rank ", rank, " outside [0, ", world, ")");
         MT_CHECK(B >= 1, "ExampleLoader: batch size must be positive, got ", B);
         MT_CHECK(data.arity() > 0, "ExampleLoader: empty example set");
-        MT_CHECK(batches_per_epoch() > 0, "ExampleLoader: ", data.size(), " examples do not make one batch of ", G_,
-                 world > 1 ? " (batch size x processes)" : "", drop_last ? " (drop_last)" : "");
+        if (batches_per_epoch() == 0) {
+            const ExampleOrigin& o = data.origin();
+            detail::fail("ExampleLoader: ", data.size(), data.size() == 1 ? " example does" : " examples do",
+                         " not make one batch of ", G_, world > 1 ? " (batch size x processes)" : "",
+                         drop_last ? " (drop_last)" : "",
+                         o.files.empty() ? std::string() : "; " + o.text() + ": " + o.advice(data.size(), G_));
+        }
         reset();
     }
 

@@ -28,6 +28,7 @@
 
 #include "../nn/lora.hpp"
 #include "checkpoint.hpp"
+#include "json.hpp"
 
 namespace minitrain {
 
@@ -128,7 +129,7 @@ void check_adapter_config(const std::filesystem::path& path, const nlohmann::jso
 template <class Policy, class Model>
 void load_adapter(const std::filesystem::path& dir, LoRAAdapters<Policy, Model>& adapters) {
     const auto cfg_path = dir / detail::adapter_config_file;
-    detail::check_adapter_config<Policy, Model>(cfg_path, detail::read_json_file(cfg_path));
+    detail::check_adapter_config<Policy, Model>(cfg_path, detail::read_json(cfg_path));
 
     using Backend = typename LoRAAdapters<Policy, Model>::Backend;
     SafeTensors st(dir / detail::adapter_weights_file);

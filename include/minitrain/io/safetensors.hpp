@@ -31,6 +31,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "atomic_file.hpp"
+#include "json.hpp"
 #include "mmap.hpp"
 
 namespace minitrain {
@@ -195,12 +196,7 @@ private:
         const std::byte* buffer = file_.data() + 8 + n;
         const std::size_t buffer_size = size - 8 - std::size_t(n);
 
-        nj::json header;
-        try {
-            header = nj::json::parse(hbegin, hbegin + n);
-        } catch (const nj::json::exception& e) {
-            detail::fail(where_, ": header is not valid JSON: ", e.what());
-        }
+        const nj::json header = detail::parse_json(std::string_view(hbegin, std::size_t(n)), where_ + ": header");
         MT_CHECK(header.is_object(), where_, ": header must be a JSON object, found ", header.type_name());
 
         struct Span {

@@ -12,6 +12,10 @@
 //                   prefix/suffix, no byte_fallback; ignore_merges honoured
 //   added_tokens    id, content, special (lstrip/rstrip/single_word must be false)
 //   truncation, padding  null
+// Ids must be below the number of tokens the file defines (entries of model.vocab + entries of
+// added_tokens): every real tokenizer numbers its tokens densely, and this bound keeps the tables, which
+// are indexed by id, proportional to the file (one id of 2^30 in a 7 KB file would otherwise ask for
+// gigabytes). Nesting is limited as for every JSON file (io/json.hpp).
 #pragma once
 
 #include <cctype>
@@ -23,6 +27,7 @@
 
 #include "../core/error.hpp"
 #include "../io/atomic_file.hpp"
+#include "../io/json.hpp"
 #include "../io/mmap.hpp"
 #include "bpe.hpp"
 
@@ -150,16 +155,7 @@ inline std::shared_ptr<TokenizerData> load_hf_json(const std::filesystem::path& 
     using hf_detail::json;
     using hf_detail::show;
     const std::string file = path.string();
-    json j;
-    {
-        MappedFile f(path);
-        const char* p = reinterpret_cast<const char*>(f.data());
-        try {
-            j = json::parse(p, p + f.size());
-        } catch (const json::exception& e) {
-            minitrain::detail::fail(file, ": not valid JSON: ", e.what());
-        }
-    }
+    const json j = minitrain::detail::read_json(path);
     MT_CHECK(j.is_object(), file, ": expected a JSON object at the top level");
     auto d = std::make_shared<TokenizerData>();
 
@@ -187,12 +183,20 @@ inline std::shared_ptr<TokenizerData> load_hf_json(const std::filesystem::path& 
 
     auto vit = m.find("vocab");
     MT_CHECK(vit != m.end() && vit->is_object(), file, ": model.vocab: expected an object {token: id}");
+    // Ids are bounded by the number of tokens in the file (see the top of this file).
+    auto ait = j.find("added_tokens");
+    const std::size_t n_added = ait != j.end() && ait->is_array() ? ait->size() : 0;
+    const std::int64_t id_limit = std::int64_t(vit->size() + n_added);
+    auto id_range = [&](std::int64_t id) {
+        return "id " + std::to_string(id) + " is out of range: ids must be in [0, " + std::to_string(id_limit) +
+               "), the number of tokens in the file (" + std::to_string(vit->size()) + " in model.vocab + " +
+               std::to_string(n_added) + " in added_tokens)";
+    };
     for (auto it = vit->begin(); it != vit->end(); ++it) {
         MT_CHECK(it.value().is_number_integer(), file, ": model.vocab[\"", it.key(), "\"]: expected an integer id, found ",
                  show(it.value()));
         auto id = it.value().get<std::int64_t>();
-        MT_CHECK(id >= 0 && id < (std::int64_t(1) << 30), file, ": model.vocab[\"", it.key(), "\"]: id ", id,
-                 " out of range");
+        MT_CHECK(id >= 0 && id < id_limit, file, ": model.vocab[\"", it.key(), "\"]: ", id_range(id));
         MT_CHECK(!it.key().empty(), file, ": model.vocab: empty token string");
         if (std::size_t(id) >= d->model_vocab.size()) d->model_vocab.resize(std::size_t(id) + 1);
         MT_CHECK(d->model_vocab[std::size_t(id)].empty(), file, ": model.vocab: id ", id, " is used by \"",
@@ -217,7 +221,7 @@ inline std::shared_ptr<TokenizerData> load_hf_json(const std::filesystem::path& 
     }
 
     // ---- added tokens ----
-    if (auto ait = j.find("added_tokens"); ait != j.end() && !ait->is_null()) {
+    if (ait != j.end() && !ait->is_null()) {
         MT_CHECK(ait->is_array(), file, ": added_tokens: expected an array");
         for (std::size_t i = 0; i < ait->size(); ++i) {
             const json& a = (*ait)[i];
@@ -225,9 +229,10 @@ inline std::shared_ptr<TokenizerData> load_hf_json(const std::filesystem::path& 
             MT_CHECK(a.is_object(), where, ": expected an object");
             auto id = a.find("id");
             auto content = a.find("content");
-            MT_CHECK(id != a.end() && id->is_number_integer() && id->get<std::int64_t>() >= 0 &&
-                         id->get<std::int64_t>() < (std::int64_t(1) << 30),
-                     where, ".id: expected a non-negative integer");
+            MT_CHECK(id != a.end() && id->is_number_integer(), where, ".id: expected an integer, found ",
+                     id == a.end() ? std::string("nothing") : show(*id));
+            MT_CHECK(id->get<std::int64_t>() >= 0 && id->get<std::int64_t>() < id_limit, where, ".id: ",
+                     id_range(id->get<std::int64_t>()));
             MT_CHECK(content != a.end() && content->is_string() && !content->get_ref<const std::string&>().empty(),
                      where, ".content: expected a non-empty string");
             for (const char* key : {"lstrip", "rstrip", "single_word"})

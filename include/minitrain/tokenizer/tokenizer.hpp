@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../io/json.hpp"
 #include "../io/mmap.hpp"
 #include "bpe.hpp"
 #include "hf_json.hpp"
@@ -49,6 +50,7 @@ public:
         int threads = 0;        ///< word counting threads; 0 = hardware concurrency. Does not change the result.
         bool progress = false;  ///< print progress to stderr
         tok::Pattern pattern = tok::Pattern::gpt2;  ///< pre-tokenization regex: GPT-2 (as MiniMind) or GPT-4 (cl100k)
+        std::size_t max_record_bytes = jsonl_max_record_bytes;  ///< a longer .jsonl line is an Error
     };
 
     /// Trains a tokenizer on text files; a file whose name ends in .jsonl is read as one JSON object
@@ -143,13 +145,11 @@ inline Tokenizer Tokenizer::train(const std::vector<std::filesystem::path>& file
             std::string_view line = all.substr(pos, eol - pos);
             pos = eol + 1;
             ++line_no;
+            MT_CHECK(line.size() <= options.max_record_bytes, f.string(), ":", line_no, ": record too long: ", line.size(),
+                     " bytes, the limit is ", options.max_record_bytes,
+                     " bytes per JSONL record (split the record, or raise max_record_bytes)");
             if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::exception& e) {
-                detail::fail(f.string(), ":", line_no, ": not valid JSON: ", e.what());
-            }
+            const nlohmann::json j = detail::parse_json(line, f.string() + ":" + std::to_string(line_no));
             auto t = j.is_object() ? j.find("text") : j.end();
             MT_CHECK(j.is_object() && t != j.end() && t->is_string(), f.string(), ":", line_no,
                      ": expected an object with a string field \"text\"");

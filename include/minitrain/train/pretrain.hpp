@@ -13,6 +13,7 @@
 
 #include "../data/shards.hpp"
 #include "../data/token_loader.hpp"
+#include "../io/json.hpp"
 #include "config.hpp"
 #include "objective.hpp"
 
@@ -62,14 +63,11 @@ struct Pretrain {
         static double read_bytes_per_token(const std::string& pattern) {
             std::filesystem::path meta = pattern + ".meta.json";
             if (!std::filesystem::exists(meta)) return 0;
-            std::ifstream in(meta);
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(in);
-            } catch (const std::exception& e) {
-                detail::fail(meta.string(), ": invalid JSON (", e.what(), ")");
-            }
-            MT_CHECK(j.contains("bytes") && j.contains("tokens"), meta.string(), ": needs fields \"bytes\" and \"tokens\"");
+            const nlohmann::json j = detail::read_json(meta);
+            MT_CHECK(j.is_object() && j.contains("bytes") && j.contains("tokens") && j["bytes"].is_number() &&
+                         j["tokens"].is_number(),
+                     meta.string(), ": expected an object with numbers \"bytes\" and \"tokens\", found ",
+                     detail::short_json_error(j.dump()));
             double t = j["tokens"].get<double>();
             return t > 0 ? j["bytes"].get<double>() / t : 0;
         }
