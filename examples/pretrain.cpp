@@ -3,6 +3,7 @@
 //   pretrain --preset minimind2-small --train_data "data/train_*.bin" --val_data data/val_000000.bin
 //   pretrain --resume --out_dir out ...        continue from the latest checkpoint in out/checkpoints
 //   pretrain --init_from out/final ...         start from a model folder; its config.json picks the preset
+//   mpirun -np 4 pretrain ...                  data parallel over 4 processes (batch_size is per process)
 //
 // Every flag sets the TrainConfig field of the same name (train/config.hpp). --preset, --optimizer and
 // --schedule pick the Trainer's policies: Trainer<Net, Optimizer<Algo>, Schedule<Kind>, Pretrain>. The
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <string>
 
+#include <minitrain/dist/dist.hpp>
 #include <minitrain/minitrain.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
@@ -49,8 +51,11 @@ struct RuntimeSchedule {
     }
 };
 
+bool root = true;  // only rank 0 prints
+
 template <class... Parts>
 void say(Parts&&... parts) {
+    if (!root) return;
     std::ostringstream os;
     (os << ... << std::forward<Parts>(parts));
     std::printf("pretrain: %s\n", os.str().c_str());
@@ -58,17 +63,21 @@ void say(Parts&&... parts) {
 }
 
 template <ModelPolicy Net, class Algo>
-void train(const TrainConfig& cfg, std::string_view preset, std::string_view schedule) {
+void train(const TrainConfig& cfg, std::string_view preset, std::string_view schedule, Comm& comm) {
     say("preset ", preset, " (", Net::layers, " layers x ", Net::hidden, ", ", Net::heads, " heads, ", Net::kv_heads,
-        " KV heads, FFN ", Net::ffn, Net::moe ? ", MoE" : "", "), optimizer ", Algo::name, ", schedule ", schedule);
-    Trainer<Net, Optimizer<Algo>, Schedule<RuntimeSchedule>, Pretrain> trainer(cfg);
+        " KV heads, FFN ", Net::ffn, Net::moe ? ", MoE" : "", "), optimizer ", Algo::name, ", schedule ", schedule,
+        comm.world_size() > 1 ? ", " + std::to_string(comm.world_size()) + " processes (" + comm.backend() + ")" : std::string());
+    Trainer<Net, Optimizer<Algo>, Schedule<RuntimeSchedule>, Pretrain> trainer(cfg, comm);
     trainer.fit();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
+    // run_main: the communicator for how the program was started (one process, or mpirun / srun), and an
+    // error on any rank ends the whole job with that rank's message.
+    return run_main([&](Comm& comm) {
+        root = comm.is_root();
         TrainConfig cfg;
         std::string preset = "minimind2-small", optimizer = "adamw", schedule = "cosine";
 
@@ -143,7 +152,10 @@ int main(int argc, char** argv) {
                    "steps' (0: off; llm.c uses 3 to 5)");
 
         flags.section("Run");
-        flags.bind("threads", cfg.threads, "CPU threads (0: OpenMP's default)");
+        flags.bind("threads", cfg.threads, "CPU threads per process (0: OpenMP's default)");
+        flags.bind("zero_stage", cfg.zero_stage,
+                   "with several processes (mpirun -np N): 1 shards the AdamW state across them (ZeRO-1), 0 keeps a "
+                   "copy on each");
         flags.bind("quiet", cfg.quiet, "print nothing while training");
         flags.require("train_data");
         flags.parse(argc, argv);
@@ -175,13 +187,9 @@ int main(int argc, char** argv) {
         RuntimeSchedule::choose(schedule);
         with_preset(preset, [&]<class Net>() {
             if (optimizer == "sgd")
-                train<Net, SGD>(cfg, preset, schedule);
+                train<Net, SGD>(cfg, preset, schedule, comm);
             else
-                train<Net, AdamW>(cfg, preset, schedule);
+                train<Net, AdamW>(cfg, preset, schedule, comm);
         });
-        return 0;
-    } catch (const std::exception& e) {  // minitrain::Error, and the standard library's (filesystem, memory)
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
+    });
 }
