@@ -158,5 +158,20 @@ run("pretrain --init_from, no such preset" 1 "${PRETRAIN}" --init_from six_layer
 expect("pretrain --init_from, no such preset" "${ERR}"
        "error: six_layers/config.json: num_hidden_layers is 6; no compiled preset has that \\(tiny has 4, test has 2")
 
+# ---- divergence: a learning rate that blows up stops the run (exit 1), and nothing non-finite is saved --------
+
+run("pretrain diverging" 1 "${PRETRAIN}" --preset test --vocab_size 256 --max_steps 50 --learning_rate 1e30 --grad_clip 0
+    --max_bad_steps 4 --train_data data/train.bin --batch_size 8 --max_seq_len 64 --save_interval 5 --log_interval 10
+    --out_dir diverged --threads 2)
+expect("pretrain diverging" "${ERR}" "^error: training diverged: steps 2 to 5 were all skipped \\(4 in a row"
+       "a lower learning_rate \\(this run: 1e\\+30" "gradient clipping \\(grad_clip 1.0; this run: 0, off\\)")
+expect("pretrain diverging" "${OUT}" "SKIPPED: not finite")
+if(EXISTS "${WORK_DIR}/diverged/final")
+  message(FATAL_ERROR "pretrain diverging: a diverged run wrote diverged/final")
+endif()
+if(EXISTS "${WORK_DIR}/diverged/checkpoints/step_00000005")
+  message(FATAL_ERROR "pretrain diverging: the step that stopped the run was saved")
+endif()
+
 file(REMOVE_RECURSE "${WORK_DIR}")
 message(STATUS "examples_e2e: all passed")
