@@ -3,7 +3,8 @@
 //                 after 20 steps the weights agree to rounding (<= 1e-5 relative, max norm); ZeRO-1 agrees
 //                 with plain data parallelism; a run saved by 2 ranks resumes on 1 (batch 2b), and a run
 //                 saved by 1 resumes on 2, both ending where the uninterrupted run ends; SFT, whose ranks
-//                 hold different numbers of assistant tokens, agrees with 1 process too.
+//                 hold different numbers of assistant tokens, agrees with 1 process too, and so do LoRA
+//                 (adapters over SFT) and DPO.
 //   zero3         np 3: ZeRO-1 with uneven shards (the slab is not a multiple of 3) against plain data
 //                 parallelism and against 1 process of batch 3b.
 //   mismatch      np 2: rank 1 has another learning rate: every rank stops, naming --learning_rate.
@@ -11,6 +12,8 @@
 // "PASS <mode>" from rank 0; "FAIL ..." and a non-zero exit otherwise.
 #include <minitrain/dist/dist.hpp>
 #include <minitrain/minitrain.hpp>
+#include <minitrain/train/dpo.hpp>
+#include <minitrain/train/lora.hpp>
 #include <minitrain/train/sft.hpp>
 
 #include <unistd.h>
@@ -51,9 +54,10 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& c) {
     return den > 0 ? num / den : num;
 }
 
+/// What the run trains: the model's parameters, or LoRA's adapters.
 template <class T>
 std::vector<float> weights(T& t) {
-    const auto& d = t.model().params().data();
+    const auto& d = t.objective().parameters().data();
     return std::vector<float>(d.template data<float>(), d.template data<float>() + d.numel());
 }
 
@@ -114,6 +118,22 @@ void write_conversations(const fs::path& file, int n, std::uint64_t seed) {
         conv.push_back({{"role", "user"}, {"content", "add " + std::to_string(a) + " " + std::to_string(c)}});
         conv.push_back({{"role", "assistant"}, {"content", reply}});
         out << nlohmann::json{{"conversations", conv}}.dump() << "\n";
+    }
+}
+
+/// Preference pairs: the right sum (chosen) against a wrong one (rejected).
+void write_pairs(const fs::path& file, int n, std::uint64_t seed) {
+    Rng rng{seed};
+    std::ofstream out(file);
+    for (int i = 0; i < n; ++i) {
+        const int a = int(rng.below(10)), c = int(rng.below(10));
+        const nlohmann::json user = {{"role", "user"}, {"content", "add " + std::to_string(a) + " " + std::to_string(c)}};
+        std::string wrong = std::to_string(a + c + 1 + int(rng.below(3)));
+        for (int k = int(rng.below(3)); k > 0; --k) wrong += " and " + std::to_string(a);
+        out << nlohmann::json{{"chosen", {user, {{"role", "assistant"}, {"content", std::to_string(a + c)}}}},
+                              {"rejected", {user, {{"role", "assistant"}, {"content", wrong}}}}}
+                   .dump()
+            << "\n";
     }
 }
 
@@ -205,6 +225,23 @@ void equivalence(Comm& comm) {
     if (comm.is_root()) sft_single = train<SFT>(sft_config("sft-single", W * b), local_comm(), 8);
     comm.barrier();
     compare(comm, sft_single, train<SFT>(sft_config("sft-ddp", b), comm, 8), "SFT, uneven assistant tokens per rank");
+    std::vector<float> lora_single;
+    if (comm.is_root()) lora_single = train<LoRA<4>>(sft_config("lora-single", W * b), local_comm(), 8);
+    comm.barrier();
+    compare(comm, lora_single, train<LoRA<4>>(sft_config("lora-ddp", b), comm, 8), "LoRA (rank 4) over SFT");
+
+    if (comm.is_root()) write_pairs(dir / "pairs.jsonl", 64, 7);
+    comm.barrier();
+    auto dpo_config = [&](const std::string& run, int batch) {
+        TrainConfig c = sft_config(run, batch);
+        c.train_data = (dir / "pairs.jsonl").string();
+        c.learning_rate = 1e-3;
+        return c;
+    };
+    std::vector<float> dpo_single;
+    if (comm.is_root()) dpo_single = train<DPO>(dpo_config("dpo-single", W * b), local_comm(), 8);
+    comm.barrier();
+    compare(comm, dpo_single, train<DPO>(dpo_config("dpo-ddp", b), comm, 8), "DPO");
     if (comm.is_root()) fs::remove_all(dir);
 }
 
