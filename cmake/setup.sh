@@ -12,6 +12,9 @@
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libeigen3-dev doctest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev)
+# The fuzz targets (tests/fuzz/run.sh, run by CI): clang with libFuzzer and the sanitizer runtimes, and
+# clang's OpenMP runtime (minitrain links OpenMP).
+packages+=(clang libclang-rt-14-dev libomp-dev)
 check_only=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }

@@ -21,6 +21,7 @@
 #include "minitrain/data/chat.hpp"
 #include "minitrain/data/jsonl.hpp"
 #include "minitrain/data/sft.hpp"
+#include "minitrain/io/hf_config.hpp"
 #include "minitrain/memory/arena.hpp"
 #include "support/temp_dir.hpp"
 
@@ -440,6 +441,30 @@ TEST_CASE("JSON nesting is limited to json_max_depth levels; brackets in strings
     CHECK_THROWS_WITH_AS(detail::parse_json(nested(200), "x.json"), doctest::Contains("x.json: JSON nested deeper than 128"), Error);
 }
 
+TEST_CASE("show_json: error messages quote JSON briefly and never recurse deeper than a few levels") {
+    nlohmann::json deep = nlohmann::json::array();
+    for (int i = 0; i < 1000000; ++i) {  // dump() of this would overflow the stack
+        nlohmann::json outer = nlohmann::json::array();
+        outer.push_back(std::move(deep));
+        deep = std::move(outer);
+    }
+    CHECK(detail::show_json(deep) == "[[[[[...]]]]]");
+    CHECK(detail::show_json(nlohmann::json{{"a", 1}, {"b", {1, 2}}}) == R"({"a": 1, "b": [1, 2]})");
+    CHECK(detail::show_json(std::string(100000, 'x')).size() < 130);
+    CHECK(detail::show_json(nlohmann::json::array({std::string(1000, 'y'), 2, 3})).size() < 130);
+    // The path of the stack overflow found by fuzzing config.json (a reader without the nesting limit
+    // gave config_mismatch / model_config_from a value nested 20,000 levels deep, which they quoted with dump()).
+    // (Moved in and out: a copy of it, as any comparison, recurses once per level too.)
+    nlohmann::json cfg = nlohmann::json::object();
+    cfg["vocab_size"] = std::move(deep);
+    const std::string m = message_of([&] { model_config_from(cfg, "c.json"); });
+    CHECK(m == "c.json: vocab_size must be an integer, found array [[[[[...]]]]]");
+    cfg["model_type"] = std::move(cfg["vocab_size"]);
+    cfg.erase("vocab_size");
+    CHECK(config_mismatch<TinyModel>(cfg).find("model_type must be a string, found array [[[[[...]]]]]") !=
+          std::string::npos);
+}
+
 TEST_CASE("LineReader: a line over max_line is counted, not kept; the lines around it are intact") {
     TempDir dir;
     const std::string big(3 << 20, 'z');  // three times the 1 MiB buffer
@@ -502,7 +527,7 @@ TEST_CASE("ExampleLoader: too few examples names the file, the records read, the
         ExampleSet set = load_sft({(dir / name).string()}, tokenizer(), opt);
         return message_of([&] { ExampleLoader(set, 4, true, 0); });
     };
-    for (const std::string text : {std::string(), std::string("\n  \n\t\n")}) {
+    for (const std::string& text : {std::string(), std::string("\n  \n\t\n")}) {
         CHECK(loader_error("empty.jsonl", text, o) ==
               "ExampleLoader: 0 examples do not make one batch of 4 (drop_last); from " + (dir / "empty.jsonl").string() +
                   ": 0 records read (no record at all: the input is empty or holds only blank lines): give a JSONL "

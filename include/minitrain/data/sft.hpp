@@ -439,7 +439,7 @@ inline void from_json(const nlohmann::json& j, ExampleLoader::Position& p) {
         p.index = j.at("index").get<std::int64_t>();
         p.seed = std::stoull(j.at("seed").get<std::string>());
     } catch (const std::exception& e) {
-        detail::fail("example loader position ", j.dump(), ": expected {epoch, index, seed} (", e.what(), ")");
+        detail::fail("example loader position ", detail::show_json(j), ": expected {epoch, index, seed} (", e.what(), ")");
     }
 }
 

@@ -32,6 +32,7 @@
 #include "../core/error.hpp"
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
+#include "../io/json.hpp"
 #include "shards.hpp"
 
 namespace minitrain {
@@ -202,7 +203,7 @@ inline void from_json(const nlohmann::json& j, TokenLoader::Position& p) {
         p.batch_in_shard = j.at("batch_in_shard").get<std::int64_t>();
         p.seed = std::stoull(j.at("seed").get<std::string>());
     } catch (const std::exception& e) {
-        detail::fail("data position ", j.dump(), ": expected {epoch, shard, batch_in_shard, seed} (", e.what(), ")");
+        detail::fail("data position ", detail::show_json(j), ": expected {epoch, shard, batch_in_shard, seed} (", e.what(), ")");
     }
 }
 

@@ -46,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "../io/json.hpp"
 #include "../nn/model.hpp"
 
 namespace minitrain {
@@ -137,7 +138,7 @@ public:
             return fallback;
         }
         if (!v->is_number_integer()) {
-            fail_with(key, " must be an integer, found ", v->type_name(), " ", v->dump());
+            fail_with(key, " must be an integer, found ", v->type_name(), " ", show_json(*v));
             return {};
         }
         return v->get<std::int64_t>();
@@ -165,7 +166,7 @@ public:
         const nlohmann::json* v = find(key);
         double got = fallback;
         if (v) {
-            if (!v->is_number()) return fail_with(key, " must be a number, found ", v->type_name(), " ", v->dump());
+            if (!v->is_number()) return fail_with(key, " must be a number, found ", v->type_name(), " ", show_json(*v));
             got = v->get<double>();
         }
         if (!(std::abs(got - want) <= 1e-6 * std::abs(want))) {
@@ -182,7 +183,7 @@ public:
         bool got = fallback;
         if (v) {
             if (!v->is_boolean())
-                return fail_with(key, " must be true or false, found ", v->type_name(), " ", v->dump());
+                return fail_with(key, " must be true or false, found ", v->type_name(), " ", show_json(*v));
             got = v->get<bool>();
         }
         if (got != want) {
@@ -199,7 +200,7 @@ public:
         if (!ok()) return;
         const nlohmann::json* v = find(key);
         if (!v) return;
-        if (!v->is_string()) return fail_with(key, " must be a string, found ", v->type_name(), " ", v->dump());
+        if (!v->is_string()) return fail_with(key, " must be a string, found ", v->type_name(), " ", show_json(*v));
         const std::string s = v->get<std::string>();
         for (std::string_view a : allowed)
             if (s == a) return;
@@ -245,7 +246,7 @@ std::string config_mismatch_at(const std::string& where, const nlohmann::json& c
     c.expect_real("rms_norm_eps", Net::rms_eps, 1e-6, "HF default");
     c.expect_real("rope_theta", Net::rope_theta, 10000.0, "HF default");
     if (c.ok() && c.find("rope_scaling"))
-        c.fail_with("rope_scaling is ", c.find("rope_scaling")->dump(),
+        c.fail_with("rope_scaling is ", show_json(*c.find("rope_scaling")),
                     ", the compiled model has plain RoPE (rope_scaling null)");
     c.expect_bool("tie_word_embeddings", true, true, "lm_head is the embedding matrix");
     c.expect_bool("attention_bias", false, false, "no bias in q/k/v/o_proj");

@@ -69,6 +69,50 @@ inline std::string json_depth_error(std::string_view text, int max_depth = json_
     return {};
 }
 
+namespace json_show_detail {
+inline void append(const nlohmann::json& v, std::string& out, std::size_t max, int depth) {
+    if (out.size() > max) return;
+    if (v.is_array() || v.is_object()) {
+        const bool array = v.is_array();
+        if (v.empty() || depth == 0) {
+            out += array ? (v.empty() ? "[]" : "[...]") : (v.empty() ? "{}" : "{...}");
+            return;
+        }
+        out += array ? '[' : '{';
+        bool first = true;
+        for (auto it = v.begin(); it != v.end() && out.size() <= max; ++it) {
+            out += first ? "" : ", ";
+            first = false;
+            if (!array) append(nlohmann::json(it.key()), out, max, 0), out += ": ";
+            append(it.value(), out, max, depth - 1);
+        }
+        out += array ? ']' : '}';
+        return;
+    }
+    if (v.is_string() && v.get_ref<const std::string&>().size() > max) {  // only the part that can be shown
+        const std::string& s = v.get_ref<const std::string&>();
+        out += nlohmann::json(s.substr(0, max)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        return;
+    }
+    out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+}  // namespace json_show_detail
+
+/// A JSON value for an error message: at most about `max` bytes, and containers below `depth` levels
+/// shown as [...] / {...}. Unlike dump(), it never recurses deeper than `depth`, so a value nested a
+/// million levels deep (from a reader without the nesting limit) cannot overflow the stack.
+inline std::string show_json(const nlohmann::json& v, std::size_t max = 120, int depth = 4) {
+    std::string out;
+    json_show_detail::append(v, out, max, depth);
+    if (out.size() > max) {
+        std::size_t k = max;
+        while (k > 0 && (static_cast<unsigned char>(out[k]) & 0xC0) == 0x80) --k;
+        out.resize(k);
+        out += "...";
+    }
+    return out;
+}
+
 /// nlohmann's parse error, cut to `max` bytes: an unterminated string makes it quote the whole token.
 inline std::string short_json_error(std::string_view what, std::size_t max = 240) {
     if (what.size() <= max) return std::string(what);

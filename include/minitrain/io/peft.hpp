@@ -86,28 +86,28 @@ void check_adapter_config(const std::filesystem::path& path, const nlohmann::jso
         return j.at(key);
     };
     const nlohmann::json& type = field("peft_type");
-    MT_CHECK(type == "LORA", where, ": peft_type is ", type.dump(), ", expected \"LORA\"");
+    MT_CHECK(type == "LORA", where, ": peft_type is ", show_json(type), ", expected \"LORA\"");
     const nlohmann::json& r = field("r");
-    MT_CHECK(r.is_number_integer() && r.get<std::int64_t>() == A::rank, where, ": r is ", r.dump(),
+    MT_CHECK(r.is_number_integer() && r.get<std::int64_t>() == A::rank, where, ": r is ", show_json(r),
              ", the compiled LoRA policy has Rank ", A::rank);
     const nlohmann::json& alpha = field("lora_alpha");
-    MT_CHECK(alpha.is_number() && alpha.get<double>() == double(A::alpha), where, ": lora_alpha is ", alpha.dump(),
+    MT_CHECK(alpha.is_number() && alpha.get<double>() == double(A::alpha), where, ": lora_alpha is ", show_json(alpha),
              ", the compiled LoRA policy has Alpha ", A::alpha);
     const nlohmann::json& tm = field("target_modules");
     const auto want = A::target_modules();
     std::string want_text = nlohmann::json(want).dump();
-    MT_CHECK(tm.is_array(), where, ": target_modules is ", tm.dump(), ", expected the list ", want_text);
+    MT_CHECK(tm.is_array(), where, ": target_modules is ", show_json(tm), ", expected the list ", want_text);
     std::set<std::string> got;
     for (const nlohmann::json& t : tm) {
-        MT_CHECK(t.is_string(), where, ": target_modules holds ", t.dump(), ", expected module names");
+        MT_CHECK(t.is_string(), where, ": target_modules holds ", show_json(t), ", expected module names");
         got.insert(t.get<std::string>());
     }
-    MT_CHECK(got == std::set<std::string>(want.begin(), want.end()), where, ": target_modules is ", tm.dump(),
+    MT_CHECK(got == std::set<std::string>(want.begin(), want.end()), where, ": target_modules is ", show_json(tm),
              ", the compiled LoRA policy targets ", want_text);
     // Settings under which PEFT would compute something else than W + (alpha / r) B A.
     auto must_be = [&](const char* key, const nlohmann::json& value, const char* why) {
         if (!j.contains(key) || j.at(key).is_null()) return;
-        MT_CHECK(j.at(key) == value, where, ": ", key, " is ", j.at(key).dump(), ", only ", value.dump(),
+        MT_CHECK(j.at(key) == value, where, ": ", key, " is ", show_json(j.at(key)), ", only ", show_json(value),
                  " is supported (", why, ")");
     };
     must_be("bias", "none", "no bias terms are trained");
@@ -116,10 +116,10 @@ void check_adapter_config(const std::filesystem::path& path, const nlohmann::jso
     must_be("use_dora", false, "plain LoRA");
     for (const char* key : {"rank_pattern", "alpha_pattern"})
         MT_CHECK(!j.contains(key) || j.at(key).is_null() || j.at(key).empty(), where, ": ", key, " is ",
-                 j.at(key).dump(), ", only one rank and alpha for every module is supported");
+                 show_json(j.at(key)), ", only one rank and alpha for every module is supported");
     for (const char* key : {"layers_to_transform", "modules_to_save"})
         MT_CHECK(!j.contains(key) || j.at(key).is_null() || (j.at(key).is_array() && j.at(key).empty()), where, ": ",
-                 key, " is ", j.at(key).dump(), ", only adapters on every layer's target modules are supported");
+                 key, " is ", show_json(j.at(key)), ", only adapters on every layer's target modules are supported");
 }
 
 }  // namespace detail

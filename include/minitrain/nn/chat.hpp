@@ -39,6 +39,7 @@
 #include "../backend/cpu/ops.hpp"
 #include "../data/chat.hpp"
 #include "../io/checkpoint.hpp"
+#include "../io/json.hpp"
 #include "../io/safetensors.hpp"
 #include "generate.hpp"
 #include "transformer.hpp"
@@ -191,14 +192,14 @@ int merge_peft_adapter(const std::filesystem::path& dir, Transformer<Net, CPU>& 
         MT_CHECK(cfg.contains(k), where, ": missing field \"", k, "\"");
         return cfg[k];
     };
-    MT_CHECK(get("peft_type") == "LORA", where, ": peft_type is ", get("peft_type").dump(), ", expected \"LORA\"");
+    MT_CHECK(get("peft_type") == "LORA", where, ": peft_type is ", detail::show_json(get("peft_type")), ", expected \"LORA\"");
     const int r = get("r").template get<int>();
     const double alpha = get("lora_alpha").template get<double>();
     MT_CHECK(r >= 1, where, ": r must be at least 1, got ", r);
     for (const char* off : {"use_rslora", "use_dora", "fan_in_fan_out"})
         MT_CHECK(!cfg.contains(off) || cfg[off].is_null() || cfg[off] == false, where, ": ", off,
                  " is set; only plain LoRA (W += alpha / r * B A) is supported");
-    MT_CHECK(!cfg.contains("bias") || cfg["bias"] == "none", where, ": bias is ", cfg.value("bias", nlohmann::json()).dump(),
+    MT_CHECK(!cfg.contains("bias") || cfg["bias"] == "none", where, ": bias is ", detail::show_json(cfg.value("bias", nlohmann::json())),
              "; only \"none\" is supported");
     const double scaling = alpha / double(r);
 

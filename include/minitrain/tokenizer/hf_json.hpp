@@ -38,10 +38,7 @@ namespace hf_detail {
 using json = nlohmann::json;
 
 /// A readable rendering of a JSON value for error messages (shortened).
-inline std::string show(const json& v) {
-    std::string s = v.dump();
-    return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
+inline std::string show(const json& v) { return minitrain::detail::show_json(v, 80); }
 
 /// obj[key] as a bool; `fallback` when absent or null.
 inline bool get_bool(const json& obj, const char* key, bool fallback, const std::string& where) {

@@ -26,6 +26,7 @@
 #include "../core/error.hpp"
 #include "../io/checkpoint.hpp"
 #include "../io/hf_config.hpp"
+#include "../io/json.hpp"
 #include "../nn/model.hpp"
 
 namespace minitrain {
@@ -184,7 +185,7 @@ inline std::string preset_for_config(const nlohmann::json& cfg, const std::strin
         someone_has_it = someone_has_it || (own.contains(key) && detail::agrees_on<Net>(full, key));
         if (own.contains(key) && example.is_null()) example = own[key];
         values += (values.empty() ? "" : ", ") + std::string(name) + " has " +
-                  (own.contains(key) ? own[key].dump() : std::string("no ") + key);
+                  (own.contains(key) ? detail::show_json(own[key]) : std::string("no ") + key);
     });
     const bool given = cfg.contains(key) && !cfg[key].is_null();
     if (!someone_has_it && given) {
@@ -194,7 +195,7 @@ inline std::string preset_for_config(const nlohmann::json& cfg, const std::strin
         };
         const int want = kind(example), got = kind(cfg[key]);
         if (got != want && !(want == 1 && got == 0)) throw Error(closest_error);
-        detail::fail(where, ": ", key, " is ", cfg[key].dump(), "; no compiled preset has that (", values, ")");
+        detail::fail(where, ": ", key, " is ", detail::show_json(cfg[key]), "; no compiled preset has that (", values, ")");
     }
     std::string why = closest_error;
     if (why.starts_with(where + ": ")) why.erase(0, where.size() + 2);
