@@ -536,7 +536,7 @@ TEST_CASE("ExampleLoader: too few examples names the file, the records read, the
     const std::string m = loader_error("bad.jsonl", "{\"text\": 1}\n[1]\n{\"conversations\": 5}\n{\"text\": 2}\n{oops\n", o);
     CHECK(m.rfind("ExampleLoader: 0 examples do not make one batch of 4 (drop_last); from " + (dir / "bad.jsonl").string() +
                       ": 5 records read, 5 malformed and skipped (2 missing field \"conversations\", 1 expected a JSON "
-                      "object, found array, 1 field \"conversations\", 1 not valid JSON): every record was malformed: "
+                      "object, found array, 1 field \"conversations\": expected an array of messages, 1 not valid JSON): every record was malformed: "
                       "fix the file (the first one: " + (dir / "bad.jsonl").string() + ":1: missing field \"conversations\")",
                   0) == 0);
     CHECK(loader_error("few.jsonl", good + "\n" + good + "\n{}\n", o) ==
@@ -556,7 +556,12 @@ TEST_CASE("ExampleLoader: too few examples names the file, the records read, the
 }
 
 TEST_CASE("SkipLog: counts by kind of problem, indices folded, at most max_reasons kinds") {
-    CHECK(detail::skip_reason("field \"conversations\"[12].role: expected \"user\" first") == "field \"conversations\"[].role");
+    CHECK(detail::skip_reason("field \"conversations\"[12].role: expected \"user\" first, found \"x\"") ==
+          "field \"conversations\"[].role: expected \"user\" first");
+    CHECK(detail::skip_reason("field \"chosen\": expected an array of messages, found number") ==
+          "field \"chosen\": expected an array of messages");
+    CHECK(detail::skip_reason("field \"conversations\": the conversation is empty") ==
+          "field \"conversations\": the conversation is empty");
     CHECK(detail::skip_reason("invalid UTF-8 (byte 0xff at column 3)") == "invalid UTF-8");
     CHECK(detail::skip_reason("not valid JSON: column 7: syntax error") == "not valid JSON");
     SkipLog log;

@@ -81,10 +81,13 @@ template <class... Parts>
 }  // namespace detail
 
 namespace detail {
-/// The kind of a record's problem, for counting: its message up to the first ": " or " (", with indices
-/// "[2]" written "[]" (so `field "conversations"[2].role: ...` and `...[5].role: ...` count together).
+/// The kind of a record's problem, for counting: its message up to the first ": " or " (" (the second
+/// ": " or ", found" after a field path such as `field "conversations"[2].role`), with indices "[2]"
+/// written "[]", so that `field "conversations"[2].role: ...` and `...[5].role: ...` count together.
 inline std::string skip_reason(std::string_view message) {
-    const std::size_t cut = std::min(message.find(": "), message.find(" ("));
+    std::size_t cut = std::min(message.find(": "), message.find(" ("));
+    if (message.rfind("field \"", 0) == 0 && cut != std::string_view::npos && message.compare(cut, 2, ": ") == 0)
+        cut = std::min({message.find(": ", cut + 2), message.find(", found", cut + 2), message.find(" (", cut + 2)});
     const std::string_view head = message.substr(0, std::min<std::size_t>(cut, 100));
     std::string r;
     for (std::size_t i = 0; i < head.size(); ++i) {
@@ -249,12 +252,16 @@ inline const std::string& json_string(const nlohmann::json& value, std::string_v
 class LineReader {
 public:
     explicit LineReader(const std::filesystem::path& path, std::size_t max_line = std::size_t(-1))
-        : path_(path), buf_(std::size_t(1) << 20), max_(max_line) {
+        : path_(path), max_(max_line) {
         f_ = std::fopen(path.c_str(), "rb");
         if (!f_) {
             int err = errno;
             detail::fail(path.string(), ": cannot open for reading: ", detail::errno_text(err));
         }
+        // 1 MiB, or less for a smaller file (many small files, or a fuzzer, should not pay for 1 MiB each).
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(path, ec);
+        buf_.resize(ec ? std::size_t(1) << 20 : std::size_t(std::clamp<std::uintmax_t>(size + 1, 4096, std::uintmax_t(1) << 20)));
     }
     ~LineReader() {
         if (f_) std::fclose(f_);
@@ -325,7 +332,11 @@ private:
             scan_ -= pos_;
             pos_ = 0;
         }
-        if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
+        if (end_ == buf_.size()) {  // the line so far fills the buffer (it is at most max_ bytes long)
+            std::size_t grow = buf_.size() * 2;
+            if (max_ < grow) grow = std::max(buf_.size() + 1, max_ + 2);  // room for the longest line and its '\n'
+            buf_.resize(grow);
+        }
         std::size_t got = std::fread(buf_.data() + end_, 1, buf_.size() - end_, f_);
         if (got == 0) {
             if (std::ferror(f_)) detail::fail(path_.string(), ": read error after ", base_ + end_, " bytes");
