@@ -15,6 +15,9 @@ packages=(cmake g++ make pkg-config libeigen3-dev doctest-dev nlohmann-json3-dev
 # The fuzz targets (tests/fuzz/run.sh, run by CI): clang with libFuzzer and the sanitizer runtimes, and
 # clang's OpenMP runtime (minitrain links OpenMP).
 packages+=(clang libclang-rt-14-dev libomp-dev)
+# The llama.cpp test (tests/gguf/): node and npm, unless they are already on PATH (e.g. from nodesource).
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 check_only=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
