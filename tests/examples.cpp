@@ -26,16 +26,17 @@ TEST_CASE("with_preset calls the lambda with the named preset's Model policy") {
     };
     CHECK(shape("tiny") == std::vector<int>{4, 128, 4, 2, 0});
     CHECK(shape("test") == std::vector<int>{2, 32, 4, 2, 0});
+    CHECK(shape("quickstart") == std::vector<int>{4, 256, 8, 4, 0});
     CHECK(shape("minimind2-small") == std::vector<int>{8, 512, 8, 2, 0});
     CHECK(shape("minimind2-small-moe") == std::vector<int>{8, 512, 8, 2, 1});
     CHECK(shape("gpt2-small") == std::vector<int>{12, 768, 12, 12, 0});
     int calls = 0;
     CHECK_THROWS_WITH_AS(with_preset("huge", [&]<class>() { ++calls; }),
-                         "unknown preset \"huge\"; the compiled presets are tiny, test, minimind2-small, "
+                         "unknown preset \"huge\"; the compiled presets are tiny, test, quickstart, minimind2-small, "
                          "minimind2-small-moe, gpt2-small",
                          Error);
     CHECK(calls == 0);
-    CHECK(preset_names().size() == 5);
+    CHECK(preset_names().size() == 6);
     CHECK(preset_descriptions().find("minimind2-small-moe") != std::string::npos);
 }
 
@@ -54,18 +55,42 @@ TEST_CASE("preset_for_config names the preset a config.json describes, whatever 
     CHECK(preset_for_config(j) == "minimind2-small");
 }
 
+TEST_CASE("config.json names its preset; the quickstart's model is a preset") {
+    // What the quickstart trains (examples/quickstart.cpp) loads in every program: generate and chat once
+    // refused it ("hidden_size is 256; no compiled preset has that").
+    CHECK(std::string(preset_name<QuickstartModel>()) == "quickstart");
+    CHECK(std::string(preset_name<Model<3, 64, 4, false, Knobs<2>>>()).empty());
+    nlohmann::json j = hf_config<QuickstartModel>(ModelConfig{2048, 128});
+    CHECK(j.at("minitrain").at("preset") == "quickstart");
+    CHECK(preset_for_config(j) == "quickstart");
+    j["minitrain"].erase("preset");  // a folder written before the name was recorded: found by its shape
+    CHECK(preset_for_config(j) == "quickstart");
+    CHECK(!hf_config<Model<3, 64, 4, false, Knobs<2>>>(ModelConfig{}).at("minitrain").contains("preset"));
+    // A preset another build registered, absent here: the error says so and how to add it.
+    nlohmann::json other = hf_config<Model<3, 64, 4, false, Knobs<2>>>(ModelConfig{});
+    other["minitrain"]["preset"] = "my3";
+    CHECK_THROWS_WITH_AS(preset_for_config(other, "m/config.json"),
+                         doctest::Contains("m/config.json: the model was trained as preset \"my3\", which this program was "
+                                           "not compiled with (the compiled presets are tiny, test, quickstart"),
+                         Error);
+    // A name that disagrees with the architecture loses to the architecture.
+    j = hf_config<TinyModel>(ModelConfig{});
+    j["minitrain"]["preset"] = "tiny";
+    CHECK(preset_for_config(j) == "test");
+}
+
 TEST_CASE("a config.json that matches no preset: the field no preset has, with every preset's value") {
     nlohmann::json j = config_of("minimind2-small");
     j["num_hidden_layers"] = 6;
     CHECK_THROWS_WITH_AS(preset_for_config(j, "run/final/config.json"),
                          "run/final/config.json: num_hidden_layers is 6; no compiled preset has that (tiny has 4, "
-                         "test has 2, minimind2-small has 8, minimind2-small-moe has 8, gpt2-small has 12)",
+                         "test has 2, quickstart has 4, minimind2-small has 8, minimind2-small-moe has 8, gpt2-small has 12)",
                          Error);
 
     j = config_of("minimind2-small");
-    j["num_key_value_heads"] = 4;
-    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("config.json: num_key_value_heads is 4; no compiled preset "
-                                                                 "has that (tiny has 2, test has 2, minimind2-small has 2"),
+    j["num_key_value_heads"] = 1;  // (the quickstart preset has 4)
+    CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("config.json: num_key_value_heads is 1; no compiled preset "
+                                                                 "has that (tiny has 2, test has 2, quickstart has 4, minimind2-small has 2"),
                          Error);
 
     // A value some preset has, in a config that is closest to another preset: name the closest and the key.

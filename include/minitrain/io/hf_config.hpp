@@ -48,6 +48,7 @@
 #include "../core/error.hpp"
 #include "../io/json.hpp"
 #include "../nn/model.hpp"
+#include "../nn/presets.hpp"
 
 namespace minitrain {
 
@@ -99,6 +100,7 @@ nlohmann::json hf_config(const ModelConfig& rc, const HFTokenIds& tokens = {}) {
         j["seq_aux"] = true;
     }
     j["minitrain"] = {{"version", checkpoint_format_version}};
+    if constexpr (!preset_name<Net>().empty()) j["minitrain"]["preset"] = preset_name<Net>();  // nn/presets.hpp
     return j;
 }
 

@@ -3,8 +3,8 @@
 // was trained as (its config.json).
 //
 // A Model policy fixes the architecture at compile time, so a program can only build the models it was
-// compiled with; this is the list minitrain's programs are compiled with. with_preset() turns a name
-// into a type:
+// compiled with; the list minitrain's programs are compiled with is nn/presets.hpp (add yours there:
+// one line). with_preset() turns a name into a type:
 //
 //   with_preset("minimind2-small", [&]<class Net>() { Transformer<Net> model(cfg); ... });
 //
@@ -28,29 +28,11 @@
 #include "../io/hf_config.hpp"
 #include "../io/json.hpp"
 #include "../nn/model.hpp"
+#include "../nn/presets.hpp"
 
 namespace minitrain {
 
-/// The benchmark's "tiny" model (benchmarks/pytorch_train_step.py): 4 layers, 128 wide, 4 heads, 2 KV heads.
-using TinyBenchModel = Model<4, 128, 4, false, Knobs<2>>;
-
 namespace detail {
-
-template <ModelPolicy Net>
-struct PresetEntry {
-    using type = Net;
-    std::string_view name;
-    std::string_view about;
-};
-
-/// Every compiled preset, in the order --help lists them.
-inline constexpr auto preset_list = std::tuple{
-    PresetEntry<TinyBenchModel>{"tiny", "4 layers x 128, 4 heads (2 KV): the benchmark's tiny model"},
-    PresetEntry<TinyModel>{"test", "2 layers x 32, 4 heads (2 KV): for tests and trying things out"},
-    PresetEntry<MiniMind2Small>{"minimind2-small", "8 layers x 512, 8 heads (2 KV): MiniMind2-Small, 26M at vocab 6400"},
-    PresetEntry<MiniMind2SmallMoE>{"minimind2-small-moe", "MiniMind2-Small with 4 routed experts (top-2) + 1 shared"},
-    PresetEntry<GPT2Small>{"gpt2-small", "12 layers x 768, 12 heads: GPT-2 small's size, 124M at vocab 50304"},
-};
 
 /// Calls f.template operator()<Net>(name) for every preset, in order.
 template <class F>
@@ -135,12 +117,32 @@ void with_preset(std::string_view name, F&& f) {
 /// for the preset that agrees with cfg on the most keys, the first key it differs in, and when no preset
 /// has cfg's value for that key, every preset's value, e.g.
 ///   "config.json: num_hidden_layers is 6; no compiled preset has that (tiny has 4, test has 2, ...)".
+/// A config.json written by minitrain names its preset ("minitrain": {"preset": "quickstart"}); that name
+/// wins when it is compiled in and the architecture agrees with it.
 inline std::string preset_for_config(const nlohmann::json& cfg, const std::string& where = "config.json") {
-    std::string match;
+    std::string named;
+    if (cfg.is_object() && cfg.contains("minitrain") && cfg["minitrain"].is_object() &&
+        cfg["minitrain"].contains("preset") && cfg["minitrain"]["preset"].is_string())
+        named = cfg["minitrain"]["preset"].get<std::string>();
+    std::string match, named_error;
+    detail::for_each_preset([&]<class Net>(std::string_view name) {
+        if (name == named) named_error = detail::config_mismatch_at<Net>(where, cfg, nullptr);
+    });
+    if (!named.empty() && named_error.empty()) {
+        bool compiled = false;
+        for (const auto& n : preset_names()) compiled = compiled || n == named;
+        if (compiled) return named;
+    }
     detail::for_each_preset([&]<class Net>(std::string_view name) {
         if (match.empty() && detail::config_mismatch_at<Net>(where, cfg, nullptr).empty()) match = std::string(name);
     });
     if (!match.empty()) return match;
+    if (!named.empty() && named_error.empty()) {  // a preset of another build: say how to add it
+        std::string list;
+        for (const auto& n : preset_names()) list += (list.empty() ? "" : ", ") + n;
+        detail::fail(where, ": the model was trained as preset \"", named, "\", which this program was not compiled with "
+                     "(the compiled presets are ", list, "); add its line to include/minitrain/nn/presets.hpp and rebuild");
+    }
     if (!cfg.is_object()) throw Error(detail::config_mismatch_at<TinyModel>(where, cfg, nullptr));
     // Another architecture altogether (model_type, hidden_act) is config_mismatch's sentence as it is.
     for (const char* k : {"model_type", "hidden_act"}) {
