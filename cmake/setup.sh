@@ -12,6 +12,8 @@
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libeigen3-dev doctest-dev nlohmann-json3-dev libpcre2-dev openmpi-bin libopenmpi-dev)
+# tests/log.cpp decodes the TensorBoard event files with protoc --decode_raw; plot --output x.png uses rsvg-convert.
+packages+=(protobuf-compiler librsvg2-bin)
 # The fuzz targets (tests/fuzz/run.sh, run by CI): clang with libFuzzer and the sanitizer runtimes, and
 # clang's OpenMP runtime (minitrain links OpenMP).
 packages+=(clang libclang-rt-14-dev libomp-dev)

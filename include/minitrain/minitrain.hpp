@@ -35,6 +35,7 @@
 #include "nn/generate.hpp"
 #include "nn/lora.hpp"
 #include "nn/model.hpp"
+#include "nn/presets.hpp"
 #include "nn/transformer.hpp"
 
 #include "optim/adamw.hpp"
@@ -58,6 +59,11 @@
 #include "io/safetensors.hpp"
 
 #include "dist/dist.hpp"
+
+#include "log/plot.hpp"
+#include "log/progress_bar.hpp"
+#include "log/run_log.hpp"
+#include "log/tensorboard.hpp"
 
 #include "train/config.hpp"
 #include "train/lora.hpp"

@@ -40,6 +40,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../log/progress_bar.hpp"
 #include "../core/error.hpp"
 #include "../core/random.hpp"
 #include "../io/atomic_file.hpp"
@@ -63,7 +64,7 @@ struct PrepareOptions {
     OnError on_error = OnError::fail;
     std::string eot_token = "<|endoftext|>";
     bool overwrite = false;                // replace the shards of an earlier run in output_dir
-    bool progress = true;                  // a progress line on stderr, when it is a terminal
+    bool progress = true;                  // a progress bar on stderr (plain lines when not a terminal)
     std::size_t chunk_bytes = 0;           // text read per round; 0: 4 MiB per thread (at least 8 MiB)
     std::size_t max_record_bytes = jsonl_max_record_bytes;  // a longer JSONL line is malformed (jsonl.hpp)
 };
@@ -115,49 +116,27 @@ struct PrepareSummary {
 
 namespace detail {
 
-/// The progress line: on stderr, only when stderr is a terminal, at most a few times a second.
+/// The progress bar on stderr (log/progress_bar.hpp): redrawn in place on a terminal, a plain line every
+/// 10 s and one at the end otherwise.
 class PrepareProgress {
 public:
-    PrepareProgress(bool enabled, std::uint64_t total_bytes)
-        : on_(enabled && ::isatty(2)), total_(total_bytes), t0_(clock::now()), last_(t0_) {}
+    PrepareProgress(bool enabled, std::uint64_t total_bytes) : bar_("prepare", double(total_bytes), "B", enabled) {}
 
     void update(std::uint64_t bytes, std::int64_t docs, std::int64_t tokens, bool force = false) {
-        if (!on_) return;
-        auto now = clock::now();
-        if (!force && now - last_ < std::chrono::milliseconds(250)) return;
-        last_ = now;
-        const double s = std::chrono::duration<double>(now - t0_).count();
-        const double rate = s > 0 ? double(bytes) / s : 0;
-        const double frac = total_ ? double(bytes) / double(total_) : 0;
-        std::string eta = rate > 0 && total_ ? format_eta(double(total_ - std::min(bytes, total_)) / rate) : "?";
-        std::fprintf(stderr, "\r\033[Kprepare %5.1f%% | %lld docs | %.2fM tokens | %.1f MB/s | ETA %s", 100 * frac,
-                     (long long)docs, double(tokens) / 1e6, rate / 1e6, eta.c_str());
-        std::fflush(stderr);
-        shown_ = true;
+        docs_ = docs, tokens_ = tokens;
+        if (!force) bar_.update(double(bytes), extra());
     }
-    /// Clears the line (before the summary).
-    void done() {
-        if (on_ && shown_) std::fprintf(stderr, "\r\033[K");
-    }
+    /// The final line (before the summary).
+    void done() { bar_.finish(extra()); }
 
 private:
-    using clock = std::chrono::steady_clock;
-    static std::string format_eta(double seconds) {
-        long t = long(seconds + 0.5);
-        char b[32];
-        if (t >= 3600)
-            std::snprintf(b, sizeof b, "%ldh%02ldm", t / 3600, t % 3600 / 60);
-        else if (t >= 60)
-            std::snprintf(b, sizeof b, "%ldm%02lds", t / 60, t % 60);
-        else
-            std::snprintf(b, sizeof b, "%lds", t);
+    std::string extra() const {
+        char b[96];
+        std::snprintf(b, sizeof b, "%lld docs | %.2fM tokens", (long long)docs_, double(tokens_) / 1e6);
         return b;
     }
-
-    bool on_;
-    std::uint64_t total_;
-    clock::time_point t0_, last_;
-    bool shown_ = false;
+    ProgressBar bar_;
+    std::int64_t docs_ = 0, tokens_ = 0;
 };
 
 inline void write_meta(const std::filesystem::path& path, const PrepareSummary::Split& s, int vocab_size) {

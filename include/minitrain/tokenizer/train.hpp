@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "../core/error.hpp"
+#include "../log/progress_bar.hpp"
 #include "bpe.hpp"
 #include "pretokenize.hpp"
 
@@ -174,8 +175,6 @@ inline WordCounts count_words(const std::vector<std::string_view>& docs, const s
 
 /// Runs the BPE merges over counted words and returns the finished tokenizer tables.
 inline std::shared_ptr<TokenizerData> train_bpe(const WordCounts& counts, const TrainConfig& cfg) {
-    using clock = std::chrono::steady_clock;
-    const auto t0 = clock::now();
     const int n_special = int(cfg.special_tokens.size());
     MT_CHECK(cfg.vocab_size >= n_special + 256, "Tokenizer::train: vocab_size ", cfg.vocab_size,
              " is smaller than the ", n_special, " special tokens + 256 byte tokens");
@@ -262,6 +261,7 @@ inline std::shared_ptr<TokenizerData> train_bpe(const WordCounts& counts, const 
     std::vector<std::pair<std::int32_t, std::int32_t>> merges;
     std::vector<std::uint32_t> changed;  // pairs whose count grew during one merge: pushed afterwards
     const int target_merges = cfg.vocab_size - int(vocab.size());
+    ProgressBar bar("tokenizer", double(std::max(0, target_merges)), "merges", cfg.progress);
     while (int(vocab.size()) < cfg.vocab_size && !heap.empty()) {
         std::pop_heap(heap.begin(), heap.end(), heap_less);
         Entry top = heap.back();
@@ -329,16 +329,10 @@ inline std::shared_ptr<TokenizerData> train_bpe(const WordCounts& counts, const 
             heap.push_back({pcount[p], p});
             std::push_heap(heap.begin(), heap.end(), heap_less);
         }
-        if (cfg.progress && (merges.size() % 500 == 0 || int(vocab.size()) == cfg.vocab_size)) {
-            double s = std::chrono::duration<double>(clock::now() - t0).count();
-            // On a terminal one line is rewritten in place; in a log, one line per report.
-            const bool tty = ::isatty(2);
-            std::fprintf(stderr, "%stokenizer: %zu / %d merges (last pair seen %lld times), %.1f s%s", tty ? "\r" : "",
-                         merges.size(), target_merges, static_cast<long long>(cur), s, tty ? "" : "\n");
-            std::fflush(stderr);
-        }
+        // A bar on a terminal, a line every 10 s in a log (log/progress_bar.hpp).
+        bar.update(double(merges.size()), "last pair seen " + std::to_string(cur) + " times");
     }
-    if (cfg.progress) std::fprintf(stderr, "%stokenizer: vocabulary of %zu tokens\n", ::isatty(2) ? "\n" : "", vocab.size());
+    bar.finish("vocabulary of " + std::to_string(vocab.size()) + " tokens");
 
     auto d = std::make_shared<TokenizerData>();
     d->model_vocab = std::move(vocab);

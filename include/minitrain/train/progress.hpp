@@ -7,6 +7,7 @@
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include <fcntl.h>
@@ -54,7 +55,8 @@ public:
     }
 
     void write(const nlohmann::json& j) {
-        const std::string line = j.dump() + '\n';
+        // A sample cut inside a UTF-8 sequence is not valid UTF-8: write U+FFFD for the broken bytes.
+        const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + '\n';
         const char* p = line.data();
         std::size_t left = line.size();
         while (left > 0) {
@@ -68,8 +70,12 @@ public:
             p += w;
             left -= std::size_t(w);
         }
+        if (on_write) on_write(j);
     }
     const std::filesystem::path& path() const { return path_; }
+
+    /// Called with every line once it is in the file (the Trainer's RunLog: TensorBoard events).
+    std::function<void(const nlohmann::json&)> on_write;
 
 private:
     std::filesystem::path path_;

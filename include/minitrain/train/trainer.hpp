@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "../io/checkpoint.hpp"
+#include "../log/run_log.hpp"
 #include "../nn/generate.hpp"
 #include "../nn/transformer.hpp"
 #include "../optim/adamw.hpp"
@@ -440,6 +441,11 @@ private:
             std::filesystem::create_directories(cfg_.out_dir);
             for (const std::string& note : remove_checkpoint_leftovers(cfg_.out_dir)) say("note: ", note);
             metrics_ = std::make_unique<MetricsLog>(std::filesystem::path(cfg_.out_dir) / "metrics.jsonl");
+            // Every metrics line also goes to TensorBoard; loss.svg at each eval, report.md at the end (log/).
+            run_log_ = std::make_unique<RunLog>(cfg_.out_dir, rank_config(), RunLog::Sizes{
+                std::int64_t(model_->params().count()), std::int64_t(objective_->parameters().trainable_count()),
+                total_steps_, tokens_per_step(), std::string(preset_name<Net>()), Backend::device == Device::cpu});
+            metrics_->on_write = [this](const nlohmann::json& j) { run_log_->record(j); };
             if (cfg_.resume)
                 if (auto l = latest_checkpoint(cfg_.out_dir)) resume_from = l->string();
         }
@@ -546,6 +552,9 @@ private:
         });
         say("saved ", dir.string(), " (resumable) and ", final_dir.string(), " (Hugging Face folder); metrics in ",
             metrics_->path().string());
+        run_log_->finish(final_dir, dir);
+        say("report: ", (std::filesystem::path(cfg_.out_dir) / "report.md").string(), "; loss curve: ",
+            (std::filesystem::path(cfg_.out_dir) / "loss.svg").string(), "; TensorBoard: tensorboard --logdir ", cfg_.out_dir);
         comm_->barrier();
     }
 
@@ -605,6 +614,7 @@ private:
         nlohmann::json j = {{"step", step_}, {"val_loss", r.loss}, {"val_ppl", r.perplexity}, {"val_tokens", r.tokens}};
         if (r.bpb > 0) j["val_bpb"] = r.bpb;
         metrics_->write(j);
+        run_log_->picture();
     }
 
     void log_sample() {
@@ -669,6 +679,7 @@ private:
     std::optional<Sched> sched_;  // built once the step count is known
     std::unique_ptr<Graph<Backend>> graph_;
     std::unique_ptr<MetricsLog> metrics_;
+    std::unique_ptr<RunLog> run_log_;  // rank 0: TensorBoard events, loss.svg, report.md
     StepTimer timer_;
     StepGuard guard_;
     StepGuard::Verdict last_verdict_ = StepGuard::Verdict::apply;
