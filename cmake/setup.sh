@@ -34,11 +34,9 @@ for arg in "$@"; do
   esac
 done
 
-# serve (examples/serve.cpp) and its tests (tests/serve/): cpp-httplib, curl, node + npm (the openai client,
-# playwright-core) and Chromium for the chat page. Node and npm from elsewhere (nodesource) count as present.
+# serve (examples/serve.cpp) and its tests (tests/serve/): cpp-httplib, curl and Chromium for the chat page
+# (node and npm, for the openai client and playwright-core, are added above).
 packages+=(libcpp-httplib-dev curl chromium)
-command -v node >/dev/null 2>&1 || packages+=(nodejs)
-command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
