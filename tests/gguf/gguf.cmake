@@ -31,5 +31,5 @@ set(mt_gguf_shared ${PROJECT_SOURCE_DIR}/../shared/data/minimind-tokenizers)
 add_test(NAME gguf_llama_cpp COMMAND ${MT_NODE} ${PROJECT_SOURCE_DIR}/tests/gguf/llama_cpp_test.mjs
                                      --bin ${PROJECT_BINARY_DIR} --work ${PROJECT_BINARY_DIR}/gguf-e2e
                                      --shared ${mt_gguf_shared})
-set_tests_properties(gguf_llama_cpp PROPERTIES FIXTURES_REQUIRED gguf_npm TIMEOUT 300 SKIP_RETURN_CODE 77
+set_tests_properties(gguf_llama_cpp PROPERTIES FIXTURES_REQUIRED gguf_npm TIMEOUT ${MINITRAIN_TEST_TIMEOUT} SKIP_RETURN_CODE 77
                      ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")

@@ -10,6 +10,11 @@
 // --round f16|bf16 rounds every matrix (rank >= 2) through that type before anything runs, as a GGUF file
 // of that type holds it (norms stay f32); --save_rounded writes that model as a folder (config.json,
 // model.safetensors, tokenizer.json) so that build/generate can run it too.
+//
+//   gguf_reference --checkpoint DIR --decode_bench N --prompt_ids "1 2 3" [--threads T]
+// times greedy generate() of N tokens after the prompt (KV cache, batch 1), best of 3, and prints the
+// decode rate (tokens after the first, per second): benchmarks/RESULTS.md's number beside llama.cpp's.
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +30,28 @@ using namespace minitrain;
 namespace fs = std::filesystem;
 
 namespace {
+
+template <class Net>
+void decode_bench(const fs::path& dir, int n, const std::vector<std::int32_t>& prompt) {
+    Transformer<Net, CPU> model(load_model_config(dir));
+    load_pretrained(dir, model);
+    double best = 0;
+    for (int r = 0; r < 3; ++r) {
+        SampleOptions o;
+        o.temperature = 0;
+        o.max_new_tokens = n;
+        std::chrono::steady_clock::time_point t1;
+        int count = 0;
+        generate(model, std::span<const std::int32_t>(prompt), o, [&](std::int32_t) {
+            if (count++ == 0) t1 = std::chrono::steady_clock::now();
+            return true;
+        });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+        best = std::max(best, (count - 1) / s);
+        std::printf("run %d: decode %.1f tokens/s\n", r + 1, (count - 1) / s);
+    }
+    std::printf("minitrain decode: %.1f tokens/s (best of 3, %d tokens)\n", best, n);
+}
 
 template <class Net>
 void run(const fs::path& dir, const nlohmann::json& req, const std::string& round, const std::string& save_rounded,
@@ -97,7 +124,8 @@ void run(const fs::path& dir, const nlohmann::json& req, const std::string& roun
 
 int main(int argc, char** argv) {
     try {
-        std::string checkpoint, requests, round = "f32", save_rounded, probs_file;
+        std::string checkpoint, requests, round = "f32", save_rounded, probs_file, prompt_ids;
+        int decode_n = 0, threads = 0;
         Flags flags("gguf_reference", "minitrain's tokens, greedy continuations and probabilities, as JSON.");
         flags.bind("checkpoint", checkpoint, "model folder with tokenizer.json");
         flags.bind("requests", requests, "JSON file: texts, prompts, new_tokens");
@@ -105,11 +133,21 @@ int main(int argc, char** argv) {
         flags.bind("probs", probs_file, "write the next-token probabilities here (f32, prompts x steps x vocab)");
         flags.bind("save_rounded", save_rounded, "write the rounded model to this folder");
         flags.require("checkpoint");
-        flags.require("requests");
+        flags.bind("decode_bench", decode_n, "time greedy decoding of this many tokens instead (0: off)");
+        flags.bind("prompt_ids", prompt_ids, "--decode_bench: the prompt");
+        flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
         flags.parse(argc, argv);
+        if (threads > 0) CPU::set_threads(threads);
         const fs::path dir = checkpoint;
-        const nlohmann::json req = gguf::read_json(requests);
         const std::string preset = preset_for_folder(dir);
+        if (decode_n > 0) {
+            std::vector<std::int32_t> prompt;
+            for (auto id : parse_int_list(prompt_ids, "prompt_ids")) prompt.push_back(std::int32_t(id));
+            with_preset(preset, [&]<class Net>() { decode_bench<Net>(dir, decode_n, prompt); });
+            return 0;
+        }
+        MT_CHECK(!requests.empty(), "--requests is required (or --decode_bench)");
+        const nlohmann::json req = gguf::read_json(requests);
         with_preset(preset, [&]<class Net>() { run<Net>(dir, req, round, save_rounded, probs_file); });
         return 0;
     } catch (const std::exception& e) {
