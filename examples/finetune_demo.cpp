@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
         std::string out_dir = "runs/finetune_demo";
         int threads = 2, pretrain_steps = 1500, sft_steps = 600, lora_steps = 600, dpo_steps = 100, n_test = 150;
         double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
-        bool reuse_pretrain = false;
+        bool reuse_pretrain = false, data_only = false;
         std::uint64_t seed = 7;
         Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
                                      "after each stage. A few minutes on 2 CPU cores.");
@@ -163,6 +163,7 @@ int main(int argc, char** argv) {
         flags.bind("reuse_pretrain", reuse_pretrain, "skip pretraining: fine-tune the model already in OUT_DIR/pretrain/final");
         flags.bind("test", n_test, "held-out questions");
         flags.bind("seed", seed, "data split seed");
+        flags.bind("data_only", data_only, "write the data files (step 1) and stop: the corpus for the stage programs");
         flags.parse(argc, argv);
         if (threads > 0) CPU::set_threads(threads);
         const auto t_all = std::chrono::steady_clock::now();
@@ -216,6 +217,7 @@ int main(int argc, char** argv) {
         write_lines(data / "test_answers.txt", as);
         std::printf("[1/6] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu held out, in %s\n",
                     all.size(), train.size(), val.size(), test.size(), data.c_str());
+        if (data_only) return 0;
 
         // ---- 2. tokenizer: the texts without digits, so that every digit stays a single byte token ------
         auto t0 = std::chrono::steady_clock::now();

@@ -7,49 +7,24 @@
 //
 // Every flag sets the TrainConfig field of the same name (train/config.hpp). --preset, --optimizer and
 // --schedule pick the Trainer's policies: Trainer<Net, Optimizer<Algo>, Schedule<Kind>, Pretrain>. The
-// preset and the optimizer are template arguments (5 x 2 Trainers compiled here); the schedule is picked
-// at run time through RuntimeSchedule below, which would otherwise multiply that by 4.
+// preset and the optimizer are template arguments (presets x 2 Trainers compiled here); the schedule is
+// picked at run time through RuntimeSchedule (util/stage.hpp), which would otherwise multiply that by 4.
+// MiniMind's flag names work too: --data_path, --from_weight, --from_resume.
 // Try it without data: synthetic_shard --out_dir data, then the command it prints.
 #include <cstdio>
 #include <string>
 
+#include <minitrain/data/prepare.hpp>
 #include <minitrain/dist/dist.hpp>
 #include <minitrain/minitrain.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
+#include <minitrain/util/stage.hpp>
 
 using namespace minitrain;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// A schedule kind that forwards to the kind chosen on the command line. A schedule is a pure function
-/// of (options, step), so a function pointer set once before the Trainer exists is all the state needed.
-struct RuntimeSchedule {
-    static constexpr std::string_view name = "runtime";
-    static inline double (*lr_of)(const ScheduleOptions&, std::int64_t) = nullptr;
-    static inline void (*validate_of)(const ScheduleOptions&) = nullptr;
-
-    static void validate(const ScheduleOptions& o) { validate_of(o); }
-    static double lr(const ScheduleOptions& o, std::int64_t step) { return lr_of(o, step); }
-
-    /// Selects the kind whose name is `kind` (one of schedule_names()).
-    static void choose(std::string_view kind) {
-        auto pick = [&]<class K>() {
-            if (K::name != kind) return false;
-            lr_of = &K::lr;
-            validate_of = &K::validate;
-            return true;
-        };
-        const bool found = pick.template operator()<Cosine>() || pick.template operator()<WarmupCosine>() ||
-                           pick.template operator()<WSD>() || pick.template operator()<Constant>();
-        MT_CHECK(found, "--schedule: unknown schedule '", kind, "'");
-    }
-    static std::vector<std::string> names() {
-        return {std::string(Cosine::name), std::string(WarmupCosine::name), std::string(WSD::name),
-                std::string(Constant::name)};
-    }
-};
 
 bool root = true;  // only rank 0 prints
 
@@ -68,7 +43,13 @@ void train(const TrainConfig& cfg, std::string_view preset, std::string_view sch
         " KV heads, FFN ", Net::ffn, Net::moe ? ", MoE" : "", "), optimizer ", Algo::name, ", schedule ", schedule,
         comm.world_size() > 1 ? ", " + std::to_string(comm.world_size()) + " processes (" + comm.backend() + ")" : std::string());
     Trainer<Net, Optimizer<Algo>, Schedule<RuntimeSchedule>, Pretrain> trainer(cfg, comm);
+    std::optional<Tokenizer> tok;
+    if (!cfg.tokenizer.empty()) {
+        tok.emplace(Tokenizer::load(cfg.tokenizer));
+        trainer.decode = [&](std::span<const std::int32_t> ids) { return tok->decode(ids); };
+    }
     trainer.fit();
+    if (comm.is_root()) copy_tokenizer_to_final(cfg);
 }
 
 }  // namespace
@@ -85,17 +66,22 @@ int main(int argc, char** argv) {
                     "Pretrain a decoder-only language model on llm.c token shards (train/val data as files or "
                     "globs). Writes OUT_DIR/metrics.jsonl, resumable checkpoints in OUT_DIR/checkpoints, and the "
                     "final model as a Hugging Face folder OUT_DIR/final.\n\nPresets:\n" +
-                        preset_descriptions());
+                        preset_descriptions() + "\n" + knob_table(Stage::pretrain));
         flags.section("Model");
         flags.bind_choice("preset", preset, preset_names(), "the architecture (see Presets above)");
         flags.bind("init_from", cfg.init_from,
                    "start from this model folder (config.json + model.safetensors); its config.json picks the preset");
+        flags.bind("from_weight", cfg.init_from, "the same as --init_from (MiniMind's name)");
         flags.bind("dropout", cfg.dropout, "dropout probability");
         flags.bind_choice("dtype", cfg.dtype, {"f32", "bf16", "fp16"}, "training precision (the CPU trains in f32)");
         flags.bind("init_seed", cfg.init_seed, "seed of the random initialization");
 
         flags.section("Data");
-        flags.bind("train_data", cfg.train_data, "token shard file or glob");
+        flags.bind("train_data", cfg.train_data,
+                   "token shard file or glob (prepare_data), or MiniMind's pretraining JSONL ({\"text\": ...} per line, "
+                   "tokenized into OUT_DIR/data first with --tokenizer)");
+        flags.bind("data_path", cfg.train_data, "the same as --train_data (MiniMind's name)");
+        flags.bind("tokenizer", cfg.tokenizer, "tokenizer.json: decodes the samples, and is copied into OUT_DIR/final");
         flags.bind("val_data", cfg.val_data, "validation shard file or glob (none: no evaluation)");
         flags.bind("vocab_size", cfg.vocab_size, "vocabulary size (from config.json with --init_from / --resume)");
         flags.bind("batch_size", cfg.batch_size, "sequences per micro-batch");
@@ -139,6 +125,7 @@ int main(int argc, char** argv) {
         flags.bind("keep_last", cfg.keep_last, "checkpoints kept (<= 0: all)");
         flags.bind("out_dir", cfg.out_dir, "where metrics, checkpoints and the final model go");
         flags.bind("resume", cfg.resume, "continue from the latest checkpoint in out_dir (if there is one)");
+        flags.bind("from_resume", cfg.resume, "the same as --resume (MiniMind's name)");
         flags.bind("allow_changed_resume", cfg.allow_changed_resume,
                    "resume even when settings, data or thread count differ from the saved run (the result then differs "
                    "from an uninterrupted run)");
@@ -157,8 +144,34 @@ int main(int argc, char** argv) {
                    "with several processes (mpirun -np N): 1 shards the AdamW state across them (ZeRO-1), 0 keeps a "
                    "copy on each");
         flags.bind("quiet", cfg.quiet, "print nothing while training");
-        flags.require("train_data");
         flags.parse(argc, argv);
+        MT_CHECK(!cfg.train_data.empty(), "--train_data (or --data_path) is required: token shard file or glob (see --help)");
+        // MiniMind's pretraining JSONL ({"text": ...} per line) straight from the file: tokenized into
+        // OUT_DIR/data first (what prepare_data does; the same shards every time, so --resume still matches).
+        if (cfg.train_data.ends_with(".jsonl")) {
+            MT_CHECK(!cfg.tokenizer.empty(), "--data_path ", cfg.train_data, " is JSONL text: give --tokenizer "
+                     "tokenizer.json to tokenize it (or run prepare_data first and pass the shards)");
+            const Tokenizer tok = Tokenizer::load(cfg.tokenizer);
+            PrepareOptions po;
+            po.inputs = {cfg.train_data};
+            po.output_dir = fs::path(cfg.out_dir) / "data";
+            // Without --val_data: the first documents, 8 validation batches' worth (enough for any corpus size).
+            po.val_fraction = 0.0;
+            if (cfg.val_data.empty())
+                po.val_tokens = 8 * (std::int64_t(cfg.batch_size) * cfg.max_seq_len * comm.world_size() + 1);
+            po.overwrite = true;
+            po.progress = root;
+            if (root) {
+                const PrepareSummary sum = prepare_data(po, tok);
+                say("tokenized ", cfg.train_data, " into ", po.output_dir.string(), ": ", sum.train.tokens, " train tokens",
+                    sum.val.shards.empty() ? std::string() : ", " + std::to_string(sum.val.tokens) + " val tokens");
+            }
+            comm.barrier();
+            cfg.train_data = (po.output_dir / "train_*.bin").string();
+            if (cfg.val_data.empty() && fs::exists(po.output_dir / "val_000000.bin"))
+                cfg.val_data = (po.output_dir / "val_*.bin").string();
+            if (!flags.was_set("vocab_size")) cfg.vocab_size = tok.vocab_size();
+        }
 
         // The model folder a run continues from decides the architecture and the vocabulary: the latest
         // checkpoint when resuming, else --init_from.
