@@ -2,7 +2,8 @@
 //
 //   export_gguf --checkpoint out/sft/final --output model.gguf [--dtype f32|f16|bf16]
 //
-// --checkpoint is a model folder with config.json, model.safetensors and tokenizer.json (a run's final/,
+// --checkpoint is a model folder with config.json, model.safetensors (or transformers shards with
+// model.safetensors.index.json) and tokenizer.json (a run's final/,
 // a checkpoints/step_N folder with --tokenizer, or a merged LoRA folder). The tokenizer and the chat
 // template (tokenizer_config.json's, else ChatML) go into the file, so `llama-cli -m model.gguf` needs
 // nothing else. Dense models only (arch "llama"); the MoE preset is refused.

@@ -366,3 +366,34 @@ TEST_CASE("gguf: folders llama.cpp could not run are refused, naming the field")
     CHECK_FALSE(std::filesystem::exists(out));
     CHECK_THROWS_WITH_AS(parse_gguf_dtype("q4"), doctest::Contains("expected f32, f16 or bf16"), Error);
 }
+
+TEST_CASE("gguf: a folder of transformers shards (model.safetensors.index.json) exports as the single file does") {
+    Folder m;
+    const auto one = m.tmp / "one.gguf", sharded = m.tmp / "sharded.gguf";
+    export_gguf(m.dir, one);
+    SafeTensors st(m.dir / "model.safetensors");
+    std::vector<std::vector<float>> keep;
+    std::vector<NamedTensor> parts[2];
+    nlohmann::json map = nlohmann::json::object();
+    for (std::size_t i = 0; i < st.names().size(); ++i) {
+        const std::string& n = st.names()[i];
+        keep.push_back(gguf::read_f32(st, n));
+        Tensor t;
+        t.ptr = keep.back().data();
+        t.shape.rank = int(st.info(n).shape.size());
+        for (int d = 0; d < t.shape.rank; ++d) t.shape.dims[std::size_t(d)] = st.info(n).shape[std::size_t(d)];
+        t.dtype = DType::f32;
+        t.device = Device::cpu;
+        const int shard = i % 2;
+        parts[shard].push_back({n, t});
+        map[n] = "model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors";
+    }
+    save_safetensors(m.dir / "model-00001-of-00002.safetensors", parts[0]);
+    save_safetensors(m.dir / "model-00002-of-00002.safetensors", parts[1]);
+    mt_test::write_text(m.dir / "model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+    std::filesystem::remove(m.dir / "model.safetensors");
+    export_gguf(m.dir, sharded);
+    CHECK(read_gguf(one).bytes == read_gguf(sharded).bytes);
+    mt_test::write_text(m.dir / "model.safetensors.index.json", R"({"weight_map": {"x": "../evil.safetensors"}})");
+    CHECK_THROWS_WITH_AS(export_gguf(m.dir, sharded), doctest::Contains("is not a file of the folder"), Error);
+}

@@ -37,6 +37,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <sstream>
@@ -316,10 +317,54 @@ inline std::optional<int> named_token(const Tokenizer& tok, const nlohmann::json
     return {};
 }
 
+/// The weights of a folder: model.safetensors, or the shards listed by model.safetensors.index.json
+/// ({"weight_map": {"<tensor>": "model-00001-of-00002.safetensors", ...}}), as transformers writes them.
+class FolderTensors {
+public:
+    explicit FolderTensors(const std::filesystem::path& dir) {
+        const auto single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+        if (std::filesystem::exists(single) || !std::filesystem::exists(index)) {
+            files_.push_back(std::make_unique<SafeTensors>(single));
+        } else {
+            const nlohmann::json j = read_json(index);
+            MT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
+                     ": weight_map is missing or not an object");
+            std::map<std::string, std::size_t> shard_of_file;
+            for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+                MT_CHECK(it->is_string(), index.string(), ": weight_map[\"", it.key(), "\"] must be a file name");
+                const std::string f = it->get<std::string>();
+                MT_CHECK(f.find('/') == std::string::npos && f != ".." && !f.empty(), index.string(), ": weight_map[\"",
+                         it.key(), "\"] = \"", f, "\" is not a file of the folder");
+                if (!shard_of_file.count(f)) {
+                    shard_of_file[f] = files_.size();
+                    files_.push_back(std::make_unique<SafeTensors>(dir / f));
+                }
+            }
+        }
+        for (std::size_t i = 0; i < files_.size(); ++i)
+            for (const auto& n : files_[i]->names()) {
+                MT_CHECK(!where_.count(n), files_[i]->path().string(), ": tensor \"", n, "\" is also in another shard");
+                where_[n] = i;
+                names_.push_back(n);
+            }
+    }
+    bool contains(const std::string& n) const { return where_.count(n) != 0; }
+    const SafeTensors& file(const std::string& n) const {
+        MT_CHECK(contains(n), files_[0]->path().parent_path().string(), ": no tensor \"", n, "\"");
+        return *files_[where_.at(n)];
+    }
+    const std::vector<std::string>& names() const { return names_; }
+
+private:
+    std::vector<std::unique_ptr<SafeTensors>> files_;  // SafeTensors holds a mapping: not moved
+    std::map<std::string, std::size_t> where_;
+    std::vector<std::string> names_;
+};
+
 }  // namespace gguf
 
 /// Writes `out` (GGUF v3, arch "llama") from the model folder `dir`: config.json (LlamaForCausalLM keys),
-/// model.safetensors (F32, BF16 or F16) and the tokenizer (options.tokenizer or dir/tokenizer.json), with
+/// model.safetensors or transformers' shards with model.safetensors.index.json (F32, BF16 or F16), the tokenizer (options.tokenizer or dir/tokenizer.json), with
 /// dir/tokenizer_config.json's chat_template and special tokens when the file is there. Token ids, in
 /// order: tokenizer_config.json's bos/eos/pad tokens, config.json's *_token_id, then <|im_start|>,
 /// <|im_end|>, <|endoftext|>. Errors name the file and the field; nothing is written on Error.
@@ -450,15 +495,16 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     w.add_string("tokenizer.chat_template", chat_template);
 
     // ---- tensors -------------------------------------------------------------------------------
-    SafeTensors st(dir / "model.safetensors");
-    const std::string swhere = st.path().string();
+    const gguf::FolderTensors st(dir);
+    const std::string swhere = (dir / "model.safetensors").string();
     std::map<std::string, int> used;
     auto take = [&](const std::string& hf, std::vector<std::int64_t> shape) {
         MT_CHECK(st.contains(hf), swhere, ": no tensor \"", hf, "\"");
-        MT_CHECK(st.info(hf).shape == shape, swhere, ": tensor \"", hf, "\" has shape ", detail::shape_str(st.info(hf).shape),
-                 ", config.json implies ", detail::shape_str(shape));
+        const SafeTensors& f = st.file(hf);
+        MT_CHECK(f.info(hf).shape == shape, f.path().string(), ": tensor \"", hf, "\" has shape ",
+                 detail::shape_str(f.info(hf).shape), ", config.json implies ", detail::shape_str(shape));
         used[hf] = 1;
-        return gguf::read_f32(st, hf);
+        return gguf::read_f32(f, hf);
     };
     auto put2 = [&](const std::string& name, std::vector<float> v, std::int64_t rows, std::int64_t cols) {
         w.add_tensor(name, {cols, rows}, wtype, gguf::encode(v, wtype));  // ne innermost first
@@ -492,7 +538,7 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
         put2(g + "ffn_down.weight", take(p + "mlp.down_proj.weight", {C, F}), C, F);
     }
     for (const auto& n : st.names())
-        MT_CHECK(used.count(n), swhere, ": tensor \"", n, "\" has no place in a llama GGUF (llama.cpp refuses extra tensors)");
+        MT_CHECK(used.count(n), st.file(n).path().string(), ": tensor \"", n, "\" has no place in a llama GGUF (llama.cpp refuses extra tensors)");
 
     w.write(out);
     rep.tensors = int(w.tensor_count());
