@@ -9,7 +9,7 @@
 //   nn/        the Model policy, the Transformer, generation
 //   optim/     optimizers and gradient clipping;  schedule/  learning-rate schedules
 //   tokenizer/ byte-level BPE (Hugging Face tokenizer.json)
-//   io/        safetensors, checkpoints, atomic files;  data/  JSONL, ChatML, shards and loaders
+//   io/        safetensors, checkpoints, GGUF export, atomic files;  data/  JSONL, ChatML, shards and loaders
 //   dist/      launcher environment, communicators (LocalComm; MpiComm with minitrain::mpi), run_main
 //   train/     the Trainer and its task policies
 #pragma once
@@ -54,6 +54,7 @@
 #include "data/token_loader.hpp"
 #include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"
+#include "io/gguf.hpp"
 #include "io/json.hpp"
 #include "io/peft.hpp"
 #include "io/safetensors.hpp"
