@@ -449,7 +449,7 @@ TEST_CASE("show_json: error messages quote JSON briefly and never recurse deeper
         deep = std::move(outer);
     }
     CHECK(detail::show_json(deep) == "[[[[[...]]]]]");
-    CHECK(detail::show_json(nlohmann::json{{"a", 1}, {"b", {1, 2}}}) == R"({"a": 1, "b": [1, 2]})");
+    CHECK(detail::show_json(nlohmann::json{{"a", 1}, {"b", {1, 2}}}) == R"({"a":1,"b":[1,2]})");  // as dump()
     CHECK(detail::show_json(std::string(100000, 'x')).size() < 130);
     CHECK(detail::show_json(nlohmann::json::array({std::string(1000, 'y'), 2, 3})).size() < 130);
     // The path of the stack overflow found by fuzzing config.json (a reader without the nesting limit

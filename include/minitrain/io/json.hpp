@@ -81,9 +81,9 @@ inline void append(const nlohmann::json& v, std::string& out, std::size_t max, i
         out += array ? '[' : '{';
         bool first = true;
         for (auto it = v.begin(); it != v.end() && out.size() <= max; ++it) {
-            out += first ? "" : ", ";
+            out += first ? "" : ",";
             first = false;
-            if (!array) append(nlohmann::json(it.key()), out, max, 0), out += ": ";
+            if (!array) append(nlohmann::json(it.key()), out, max, 0), out += ':';
             append(it.value(), out, max, depth - 1);
         }
         out += array ? ']' : '}';
@@ -98,8 +98,8 @@ inline void append(const nlohmann::json& v, std::string& out, std::size_t max, i
 }
 }  // namespace json_show_detail
 
-/// A JSON value for an error message: at most about `max` bytes, and containers below `depth` levels
-/// shown as [...] / {...}. Unlike dump(), it never recurses deeper than `depth`, so a value nested a
+/// A JSON value for an error message, compact as dump() writes it: at most about `max` bytes, and
+/// containers below `depth` levels shown as [...] / {...}. Unlike dump(), it never recurses deeper than `depth`, so a value nested a
 /// million levels deep (from a reader without the nesting limit) cannot overflow the stack.
 inline std::string show_json(const nlohmann::json& v, std::size_t max = 120, int depth = 4) {
     std::string out;
