@@ -56,6 +56,7 @@
 #include "atomic_file.hpp"
 #include "crash_point.hpp"
 #include "hf_config.hpp"
+#include "json.hpp"
 #include "safetensors.hpp"
 
 namespace minitrain {
@@ -81,19 +82,7 @@ inline const char* const state_metadata_key = "minitrain.training_state";
 
 /// Parses a JSON file; Error naming the file when it cannot be read or is not valid JSON.
 inline nlohmann::json read_json_file(const std::filesystem::path& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) {
-        std::error_code ec;
-        const bool exists = std::filesystem::exists(path, ec);
-        fail(path.string(), exists ? ": cannot open for reading" : ": no such file");
-    }
-    std::stringstream ss;
-    ss << f.rdbuf();
-    try {
-        return nlohmann::json::parse(ss.str());
-    } catch (const nlohmann::json::exception& e) {
-        fail(path.string(), ": not valid JSON: ", e.what());
-    }
+    return read_json(path);  // io/json.hpp: nesting bounded, errors name the file
 }
 
 inline void write_json_file(const std::filesystem::path& path, const nlohmann::json& j) {
@@ -251,13 +240,13 @@ struct StateJson {
     }
     std::int64_t i64(const nlohmann::json& obj, const char* key, const std::string& path) const {
         const auto& v = at(obj, key, path);
-        MT_CHECK(v.is_number_integer(), where, ": training state \"", path, "\" must be an integer, found ", v.dump());
+        MT_CHECK(v.is_number_integer(), where, ": training state \"", path, "\" must be an integer, found ", show_json(v));
         return v.get<std::int64_t>();
     }
     /// u64 values are stored as decimal strings, so readers whose numbers are doubles keep all 64 bits.
     std::uint64_t u64(const nlohmann::json& obj, const char* key, const std::string& path) const {
         const auto& v = at(obj, key, path);
-        MT_CHECK(v.is_string(), where, ": training state \"", path, "\" must be a decimal string, found ", v.dump());
+        MT_CHECK(v.is_string(), where, ": training state \"", path, "\" must be a decimal string, found ", show_json(v));
         const std::string s = v.get<std::string>();
         std::uint64_t x = 0;
         bool ok = !s.empty() && s.size() <= 20;
@@ -436,12 +425,9 @@ TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net,
     auto mit = st.metadata().find(detail::state_metadata_key);
     MT_CHECK(mit != st.metadata().end(), where, ": no \"", detail::state_metadata_key,
              "\" metadata: not a minitrain training state");
-    nlohmann::json meta;
-    try {
-        meta = nlohmann::json::parse(mit->second);
-    } catch (const nlohmann::json::exception& e) {
-        detail::fail(where, ": metadata \"", detail::state_metadata_key, "\" is not valid JSON: ", e.what());
-    }
+    // Bounded nesting (io/json.hpp): the values are copied and quoted in messages, both recursive.
+    const nlohmann::json meta =
+        detail::parse_json(mit->second, where + ": metadata \"" + detail::state_metadata_key + "\"");
     MT_CHECK(meta.is_object(), where, ": metadata \"", detail::state_metadata_key, "\" must be a JSON object");
     const detail::StateJson sj{meta, where};
     const std::int64_t version = sj.i64(meta, "version", "version");
@@ -465,7 +451,7 @@ TrainingState load_checkpoint(const std::filesystem::path& dir, Transformer<Net,
 
     const auto& opt = sj.at(meta, "optimizer", "optimizer");
     const auto& algo = sj.at(opt, "algorithm", "optimizer.algorithm");
-    MT_CHECK(algo.is_string() && algo.get<std::string>() == Algo::name, where, ": optimizer.algorithm is ", algo.dump(),
+    MT_CHECK(algo.is_string() && algo.get<std::string>() == Algo::name, where, ": optimizer.algorithm is ", detail::show_json(algo),
              ", the optimizer being restored is \"", Algo::name, "\"");
     const std::int64_t steps = sj.i64(opt, "steps", "optimizer.steps");
     MT_CHECK(steps >= 0, where, ": optimizer.steps is ", steps, ", must be >= 0");
