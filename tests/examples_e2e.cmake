@@ -21,29 +21,7 @@ endforeach()
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 
-# run(<name> <expected exit status> <command...>): runs in WORK_DIR, fails the test on another status;
-# leaves the command's stdout in OUT and stderr in ERR.
-function(run name expect)
-  execute_process(COMMAND ${ARGN} WORKING_DIRECTORY "${WORK_DIR}" RESULT_VARIABLE rc OUTPUT_VARIABLE out
-                  ERROR_VARIABLE err)
-  string(REPLACE ";" " " cmd "${ARGN}")
-  if(NOT "${rc}" STREQUAL "${expect}")
-    message(FATAL_ERROR "${name}: exit status ${rc}, expected ${expect}\n  command: ${cmd}\n"
-                        "--- stdout\n${out}--- stderr\n${err}")
-  endif()
-  message(STATUS "${name}: exit ${rc} as expected")
-  set(OUT "${out}" PARENT_SCOPE)
-  set(ERR "${err}" PARENT_SCOPE)
-endfunction()
-
-# expect(<name> <text> <regex>...): every regex must match the text.
-function(expect name text)
-  foreach(re ${ARGN})
-    if(NOT text MATCHES "${re}")
-      message(FATAL_ERROR "${name}: expected a match for '${re}' in:\n${text}")
-    endif()
-  endforeach()
-endfunction()
+include("${CMAKE_CURRENT_LIST_DIR}/support/e2e.cmake")  # run(), expect()
 
 # expect_ids(<name> <text> <count>): the text is one line of `count` token ids below 256.
 function(expect_ids name text count)
