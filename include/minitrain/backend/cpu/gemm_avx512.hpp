@@ -33,9 +33,7 @@
 #include <new>
 #include <utility>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "gemm_split.hpp"
 
 namespace minitrain::cpu::avx512 {
 
@@ -237,25 +235,9 @@ inline void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
             for (std::int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, std::size_t(N) * sizeof(float));
         return;
     }
-    int threads = 1;
-#if defined(_OPENMP)
-    if (!omp_in_parallel() && double(M) * double(N) * double(K) >= double(1 << 18)) threads = omp_get_max_threads();
-#endif
-    const bool split_columns = N >= M;
-    const std::int64_t unit = split_columns ? NR : MR, extent = split_columns ? N : M;
-    const std::int64_t panels = (extent + unit - 1) / unit;
-    threads = int(std::min<std::int64_t>(threads, panels));
-    if (threads <= 1) return gemm_block(trans_a, trans_b, 0, M, 0, N, K, A, lda, B, ldb, C, ldc, accumulate);
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-    for (int t = 0; t < threads; ++t) {
-        const std::int64_t lo = std::min(extent, panels * t / threads * unit);
-        const std::int64_t hi = std::min(extent, panels * (t + 1) / threads * unit);
-        if (lo >= hi) continue;
-        if (split_columns)
-            gemm_block(trans_a, trans_b, 0, M, lo, hi, K, A, lda, B, ldb, C, ldc, accumulate);
-        else
-            gemm_block(trans_a, trans_b, lo, hi, 0, N, K, A, lda, B, ldb, C, ldc, accumulate);
-    }
+    split_gemm(M, N, K, MR, NR, [&](std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1) {
+        gemm_block(trans_a, trans_b, m0, m1, n0, n1, K, A, lda, B, ldb, C, ldc, accumulate);
+    });
 }
 
 }  // namespace minitrain::cpu::avx512
