@@ -77,7 +77,7 @@ std::int64_t write_corpus(const fs::path& fortunes, const fs::path& jsonl, bool 
 int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/quickstart", corpus = "/usr/share/games/fortunes";
-        int steps = 750, vocab = 2048, threads = 0;
+        int steps = 1500, vocab = 2048, threads = 0;
         bool resume = false, chinese = false;
         Flags flags("quickstart", "Train a tokenizer and a small language model on Debian's fortune quotations, then "
                                   "generate text. About 5 minutes on 2 idle CPU cores (--steps 200 for a quick look).");
