@@ -25,6 +25,7 @@
 
 #include <minitrain/minitrain.hpp>
 #include <minitrain/nn/chat.hpp>
+#include <minitrain/util/device.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
 
@@ -57,19 +58,22 @@ std::string trim_cr(std::string s) {
     return s;
 }
 
-template <ModelPolicy Net>
-void run(const Options& opt, const std::string& preset) {
+void run(const Options& opt, const std::string& preset, const std::string& device) {
     const ModelConfig mc = load_model_config(opt.checkpoint);
-    Transformer<Net, CPU> model(mc);
-    load_pretrained(opt.checkpoint, model);
-    const Tokenizer tok = Tokenizer::load(opt.tokenizer);
-    std::fprintf(stderr, "chat: %s (preset %s, %zu parameters, vocabulary %d, context %d)\n",
-                 opt.checkpoint.string().c_str(), preset.c_str(), model.params().count(), mc.vocab_size, mc.max_seq_len);
-    if (!opt.adapter.empty()) {
-        const int sites = merge_peft_adapter(opt.adapter, model);
-        std::fprintf(stderr, "chat: merged the LoRA adapter %s (%d projections)\n", opt.adapter.string().c_str(), sites);
-    }
-    ChatSession<Net> chat(model, ChatTemplate(tok), opt.sample, opt.system);
+    std::unique_ptr<AnyChat> chat;
+    if (device == "cuda")
+        chat = cuda_programs::chat(preset, opt.checkpoint.string(), opt.adapter.string(), opt.tokenizer.string(),
+                                   opt.sample, opt.system);
+    else
+        with_preset(preset, [&]<class Net>() {
+            chat = load_chat<Net>(opt.checkpoint, opt.adapter, opt.tokenizer, opt.sample, opt.system);
+        });
+    std::fprintf(stderr, "chat: %s (preset %s%s, %zu parameters, vocabulary %d, context %d)\n",
+                 opt.checkpoint.string().c_str(), preset.c_str(), device == "cuda" ? ", on the GPU" : "",
+                 chat->parameter_count(), mc.vocab_size, mc.max_seq_len);
+    if (chat->merged_sites() > 0)
+        std::fprintf(stderr, "chat: merged the LoRA adapter %s (%d projections)\n", opt.adapter.string().c_str(),
+                     chat->merged_sites());
 
     if (!opt.prompts.empty()) {
         std::ifstream in(opt.prompts);
@@ -78,8 +82,8 @@ void run(const Options& opt, const std::string& preset) {
         while (std::getline(in, line)) {
             line = trim_cr(line);
             if (line.empty()) continue;
-            if (!opt.conversation) chat.reset();
-            std::printf("%s\n", escape_line(chat.reply(line)).c_str());
+            if (!opt.conversation) chat->reset();
+            std::printf("%s\n", escape_line(chat->reply(line)).c_str());
             std::fflush(stdout);
         }
         return;
@@ -93,12 +97,12 @@ void run(const Options& opt, const std::string& preset) {
         line = trim_cr(line);
         if (line == "/quit") break;
         if (line == "/reset") {
-            chat.reset();
+            chat->reset();
             std::fprintf(stderr, "(conversation cleared)\n");
             continue;
         }
         if (line.empty()) continue;
-        chat.reply(line, [](std::string_view piece) {
+        chat->reply(line, [](std::string_view piece) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);
         });
@@ -118,7 +122,7 @@ int main(int argc, char** argv) {
         opt.sample.repetition_penalty = 1.0;
         opt.sample.seed = 42;
         opt.sample.max_new_tokens = 256;
-        std::string checkpoint, tokenizer, adapter, prompts;
+        std::string checkpoint, tokenizer, adapter, prompts, device = "cpu";
         int threads = 0;
 
         Flags flags("chat", "Chat with a trained model in ChatML, interactively or over a file of prompts.");
@@ -135,6 +139,7 @@ int main(int argc, char** argv) {
         flags.bind("repetition_penalty", opt.sample.repetition_penalty, "> 1 discourages tokens already in the context");
         flags.bind("seed", opt.sample.seed, "sampling seed (turn n of a conversation uses seed + n)");
         flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
+        flags.bind_choice("device", device, device_names(), device_help());
         flags.require("checkpoint");
         flags.parse(argc, argv);
 
@@ -148,7 +153,8 @@ int main(int argc, char** argv) {
         MT_CHECK(fs::exists(opt.tokenizer), opt.tokenizer.string(), ": no such file (give --tokenizer tokenizer.json)");
         MT_CHECK(!opt.conversation || !opt.prompts.empty(), "--conversation needs --prompts");
         const std::string preset = preset_for_folder(opt.checkpoint);
-        with_preset(preset, [&]<class Net>() { run<Net>(opt, preset); });
+        check_device(device, preset);
+        run(opt, preset, device);
         return 0;
     } catch (const std::exception& e) {
         std::fflush(stdout);

@@ -35,6 +35,10 @@ int main(int argc, char** argv) {
         flags.bind("dpo_beta", cfg.dpo_beta, "beta: larger keeps the policy closer to the reference");
         flags.parse(argc, argv);
         const std::string preset = sf.resolve(flags, cfg, say);
-        with_preset(preset, [&]<class Net>() { train_stage<Net, DPO>(cfg, sf.schedule, comm); });
+        check_device(sf.device, preset, comm.world_size());
+        if (sf.device == "cuda")
+            cuda_programs::train("dpo", preset, cfg, sf.schedule, comm);
+        else
+            with_preset(preset, [&]<class Net>() { train_stage<Net, DPO>(cfg, sf.schedule, comm); });
     });
 }

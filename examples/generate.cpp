@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <minitrain/minitrain.hpp>
+#include <minitrain/util/device.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
 
@@ -44,28 +45,36 @@ std::string token_text(std::int32_t id, bool first) { return (first ? "" : " ") 
 
 // -----------------------------------------------------------------------------------------------------
 
-template <ModelPolicy Net>
-void run(const fs::path& dir, std::string_view preset, const std::string& prompt_ids, SampleOptions o) {
+/// Generates on `device`, streaming the new ids to stdout.
+void run(const fs::path& dir, const std::string& preset, const std::string& device, const std::string& prompt_ids,
+         SampleOptions o) {
     const ModelConfig mc = load_model_config(dir);
     const std::vector<std::int32_t> prompt = prompt_tokens(prompt_ids, mc.vocab_size);
     MT_CHECK(int(prompt.size()) < mc.max_seq_len, "--prompt_ids: the prompt has ", prompt.size(),
              " tokens; the model's max_position_embeddings is ", mc.max_seq_len, ", which leaves no room to generate");
-    Transformer<Net, CPU> model(mc);
-    load_pretrained(dir, model);
-    std::fprintf(stderr, "generate: %s (preset %s, %zu parameters, vocabulary %d, context %d), prompt of %zu tokens\n",
-                 dir.string().c_str(), std::string(preset).c_str(), model.params().count(), mc.vocab_size, mc.max_seq_len,
-                 prompt.size());
+    std::fprintf(stderr, "generate: %s (preset %s%s, vocabulary %d, context %d), prompt of %zu tokens\n",
+                 dir.string().c_str(), preset.c_str(), device == "cuda" ? ", on the GPU" : "", mc.vocab_size,
+                 mc.max_seq_len, prompt.size());
     if (int(prompt.size()) + o.max_new_tokens > mc.max_seq_len)
         std::fprintf(stderr, "generate: note: the context holds %d tokens, so at most %d new ones\n", mc.max_seq_len,
                      mc.max_seq_len - int(prompt.size()));
 
     bool first = true;
-    auto tokens = generate(model, std::span<const std::int32_t>(prompt), o, [&](std::int32_t t) {
+    const std::function<bool(std::int32_t)> print = [&](std::int32_t t) {
         std::fputs(token_text(t, first).c_str(), stdout);
         std::fflush(stdout);
         first = false;
         return true;
-    });
+    };
+    std::vector<std::int32_t> tokens;
+    if (device == "cuda")
+        tokens = cuda_programs::generate(preset, dir.string(), prompt, o, print);
+    else
+        with_preset(preset, [&]<class Net>() {
+            Transformer<Net, CPU> model(mc);
+            load_pretrained(dir, model);
+            tokens = generate(model, std::span<const std::int32_t>(prompt), o, print);
+        });
     std::fputs("\n", stdout);
     std::fprintf(stderr, "generate: %zu new tokens%s\n", tokens.size(),
                  !tokens.empty() && tokens.back() == o.eos_token ? " (stopped at eos_token_id)" : "");
@@ -81,6 +90,7 @@ int main(int argc, char** argv) {
         o.seed = 42;
         std::string checkpoint, prompt_ids;
         int threads = 0;
+        std::string device = "cpu";
 
         Flags flags("generate",
                     "Continue a prompt (token ids) with a trained model and stream the new token ids to stdout.");
@@ -94,6 +104,7 @@ int main(int argc, char** argv) {
         flags.bind("repetition_penalty", o.repetition_penalty, "> 1 discourages tokens already in the context");
         flags.bind("seed", o.seed, "sampling seed");
         flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
+        flags.bind_choice("device", device, device_names(), device_help());
         flags.require("checkpoint");
         flags.require("prompt_ids");
         flags.parse(argc, argv);
@@ -107,7 +118,8 @@ int main(int argc, char** argv) {
         const nlohmann::json cfg = detail::read_json_file(dir / "config.json");
         if (cfg.contains("eos_token_id") && cfg["eos_token_id"].is_number_integer())
             o.eos_token = cfg["eos_token_id"].get<int>();
-        with_preset(preset, [&]<class Net>() { run<Net>(dir, preset, prompt_ids, o); });
+        check_device(device, preset);
+        run(dir, preset, device, prompt_ids, o);
         return 0;
     } catch (const std::exception& e) {  // minitrain::Error, and the standard library's (filesystem, memory)
         std::fflush(stdout);

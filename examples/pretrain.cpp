@@ -37,19 +37,14 @@ void say(Parts&&... parts) {
     std::fflush(stdout);
 }
 
-template <ModelPolicy Net, class Algo>
-void train(const TrainConfig& cfg, std::string_view preset, std::string_view schedule, Comm& comm) {
+/// What the run is, in one line.
+template <ModelPolicy Net>
+void describe(std::string_view preset, std::string_view optimizer, std::string_view schedule, std::string_view device,
+              Comm& comm) {
     say("preset ", preset, " (", Net::layers, " layers x ", Net::hidden, ", ", Net::heads, " heads, ", Net::kv_heads,
-        " KV heads, FFN ", Net::ffn, Net::moe ? ", MoE" : "", "), optimizer ", Algo::name, ", schedule ", schedule,
-        comm.world_size() > 1 ? ", " + std::to_string(comm.world_size()) + " processes (" + comm.backend() + ")" : std::string());
-    Trainer<Net, Optimizer<Algo>, Schedule<RuntimeSchedule>, Pretrain> trainer(cfg, comm);
-    std::optional<Tokenizer> tok;
-    if (!cfg.tokenizer.empty()) {
-        tok.emplace(Tokenizer::load(cfg.tokenizer));
-        trainer.decode = [&](std::span<const std::int32_t> ids) { return tok->decode(ids); };
-    }
-    trainer.fit();
-    if (comm.is_root()) copy_tokenizer_to_final(cfg);
+        " KV heads, FFN ", Net::ffn, Net::moe ? ", MoE" : "", "), optimizer ", optimizer, ", schedule ", schedule,
+        comm.world_size() > 1 ? ", " + std::to_string(comm.world_size()) + " processes (" + comm.backend() + ")" : std::string(),
+        device == "cuda" ? ", on the GPU" : "");
 }
 
 }  // namespace
@@ -60,7 +55,7 @@ int main(int argc, char** argv) {
     return run_main([&](Comm& comm) {
         root = comm.is_root();
         TrainConfig cfg;
-        std::string preset = "minimind2-small", optimizer = "adamw", schedule = "cosine";
+        std::string preset = "minimind2-small", optimizer = "adamw", schedule = "cosine", device = "cpu";
 
         Flags flags("pretrain",
                     "Pretrain a decoder-only language model on llm.c token shards (train/val data as files or "
@@ -140,6 +135,7 @@ int main(int argc, char** argv) {
 
         flags.section("Run");
         flags.bind("threads", cfg.threads, "CPU threads per process (0: OpenMP's default)");
+        flags.bind_choice("device", device, device_names(), device_help());
         flags.bind("zero_stage", cfg.zero_stage,
                    "with several processes (mpirun -np N): 1 shards the AdamW state across them (ZeRO-1), 0 keeps a "
                    "copy on each");
@@ -197,12 +193,16 @@ int main(int argc, char** argv) {
         if (cfg.warmup_steps > 0 && (schedule == Cosine::name || schedule == Constant::name))
             say("note: --schedule ", schedule, " has no warmup; --warmup_steps ", cfg.warmup_steps, " is ignored");
 
-        RuntimeSchedule::choose(schedule);
-        with_preset(preset, [&]<class Net>() {
-            if (optimizer == "sgd")
-                train<Net, SGD>(cfg, preset, schedule, comm);
-            else
-                train<Net, AdamW>(cfg, preset, schedule, comm);
-        });
+        check_device(device, preset, comm.world_size());
+        with_preset(preset, [&]<class Net>() { describe<Net>(preset, optimizer, schedule, device, comm); });
+        if (device == "cuda")
+            cuda_programs::train("pretrain_" + optimizer, preset, cfg, schedule, comm);
+        else
+            with_preset(preset, [&]<class Net>() {
+                if (optimizer == "sgd")
+                    train_stage<Net, Pretrain, CPU, SGD>(cfg, schedule, comm);
+                else
+                    train_stage<Net, Pretrain, CPU, AdamW>(cfg, schedule, comm);
+            });
     });
 }

@@ -35,6 +35,10 @@ int main(int argc, char** argv) {
         sf.bind(flags, cfg, "SFT JSONL: {\"conversations\": [{\"role\": ..., \"content\": ...}, ...]} per line");
         flags.parse(argc, argv);
         const std::string preset = sf.resolve(flags, cfg, say);
-        with_preset(preset, [&]<class Net>() { train_stage<Net, SFT>(cfg, sf.schedule, comm); });
+        check_device(sf.device, preset, comm.world_size());
+        if (sf.device == "cuda")
+            cuda_programs::train("sft", preset, cfg, sf.schedule, comm);
+        else
+            with_preset(preset, [&]<class Net>() { train_stage<Net, SFT>(cfg, sf.schedule, comm); });
     });
 }

@@ -5,11 +5,12 @@
 #   from a checkpoint folder
 #
 # plus, for every program, --help (exit 0, usage on stdout) and an unknown flag (exit 1, "error: unknown
-# flag" on stderr), and the errors a user meets first (a run folder given as a model folder, a config.json
+# flag" on stderr), --device cuda (trains on a GPU where there is one, else says why not), and the errors a user meets first (a run folder given as a model folder, a config.json
 # no preset matches, a vocabulary that disagrees with the model folder).
 #
 # Run by CTest as: cmake -DSYNTHETIC_SHARD=<path> -DPRETRAIN=<path> -DEVAL=<path> -DGENERATE=<path>
-#                        -DWORK_DIR=<scratch folder> -P tests/examples_e2e.cmake
+#                        -DWORK_DIR=<scratch folder> -DHAS_CUDA=ON|OFF -DCUDA_PROGRAMS=1|0
+#                        -P tests/examples_e2e.cmake
 cmake_minimum_required(VERSION 3.25)
 
 foreach(var SYNTHETIC_SHARD PRETRAIN EVAL GENERATE WORK_DIR)
@@ -150,6 +151,37 @@ endif()
 if(EXISTS "${WORK_DIR}/diverged/checkpoints/step_00000005")
   message(FATAL_ERROR "pretrain diverging: the step that stopped the run was saved")
 endif()
+
+# ---- --device cuda: runs on a GPU, or says at once why it cannot (util/device.hpp) -------------------------
+# CUDA_PROGRAMS: the programs were linked with their CUDA path; HAS_CUDA: minitrain was built with CUDA.
+
+set(cuda_run --preset tiny --vocab_size 256 --max_steps 2 --train_data data/train.bin --batch_size 4 --max_seq_len 32
+             --out_dir on_gpu --device cuda)
+if(CUDA_PROGRAMS)
+  execute_process(COMMAND "${PRETRAIN}" ${cuda_run} WORKING_DIRECTORY "${WORK_DIR}" RESULT_VARIABLE rc
+                  OUTPUT_VARIABLE OUT ERROR_VARIABLE ERR)
+  if(rc EQUAL 0)  # a machine with a GPU: it trained there
+    expect("pretrain --device cuda (GPU)" "${OUT}" "preset tiny .*, on the GPU" "step +2/2")
+  else()
+    expect("pretrain --device cuda (no GPU)" "${ERR}"
+           "^error: --device cuda: (no NVIDIA driver is installed on this machine|no CUDA device is visible)"
+           "use --device cpu")
+    message(STATUS "pretrain --device cuda: no GPU here, refused with: ${ERR}")
+  endif()
+  run("eval --device cuda, preset not compiled for CUDA" 1 "${EVAL}" --checkpoint out/final --data data/val.bin
+      --device cuda)
+  expect("eval --device cuda, preset not compiled for CUDA" "${ERR}"
+         "error: --device cuda: preset test is not compiled for CUDA in this build \\(MINITRAIN_CUDA_PRESETS is "
+         "reconfigure with -DMINITRAIN_CUDA_PRESETS=.*,test and rebuild")
+elseif(HAS_CUDA)
+  run("pretrain --device cuda, programs without CUDA" 1 "${PRETRAIN}" ${cuda_run})
+  expect("pretrain --device cuda, programs without CUDA" "${ERR}" "built without their CUDA part")
+else()
+  run("pretrain --device cuda, no CUDA" 1 "${PRETRAIN}" ${cuda_run})
+  expect("pretrain --device cuda, no CUDA" "${ERR}" "this build of minitrain has no CUDA backend")
+endif()
+run("generate --device tpu" 1 "${GENERATE}" --checkpoint out/final --prompt_ids 49 --device tpu)
+expect("generate --device tpu" "${ERR}" "error: --device: expected one of cpu, cuda, got 'tpu'")
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 message(STATUS "examples_e2e: all passed")

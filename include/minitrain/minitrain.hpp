@@ -72,3 +72,4 @@
 #include "train/pretrain.hpp"
 #include "train/sft.hpp"
 #include "train/trainer.hpp"
+#include "train/evaluate.hpp"

@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -243,6 +245,66 @@ int merge_peft_adapter(const std::filesystem::path& dir, Transformer<Net, CPU>& 
         add_forward(CPU{}, s.w->var.data, s.w->var.data, d.tensor());
     }
     return int(sites.size());
+}
+
+// ---- a chat picked at run time ----------------------------------------------------------------------
+
+/// A loaded model with its tokenizer and ChatSession behind one interface, for programs that pick the
+/// model (from config.json) and the backend (--device) at run time: the chat loop is written once.
+class AnyChat {
+public:
+    virtual ~AnyChat() = default;
+    virtual std::string reply(const std::string& user, const std::function<void(std::string_view)>& on_text = {}) = 0;
+    virtual void reset() = 0;
+    virtual std::size_t parameter_count() const = 0;
+    /// Projections the PEFT adapter adapted (0: no adapter).
+    virtual int merged_sites() const = 0;
+};
+
+namespace detail {
+
+template <ModelPolicy Net, class B>
+class OwnedChat final : public AnyChat {
+public:
+    OwnedChat(const std::filesystem::path& dir, const std::filesystem::path& adapter, const std::filesystem::path& tokenizer,
+              const SampleOptions& options, const std::string& system)
+        : tok_(Tokenizer::load(tokenizer)), model_(load_model_config(dir)) {
+        if constexpr (std::is_same_v<B, CPU>) {
+            load_pretrained(dir, model_);
+            if (!adapter.empty()) sites_ = merge_peft_adapter(adapter, model_);
+        } else {
+            // The adapter merge runs on the CPU (merge_peft_adapter); the merged slab then goes up in one copy.
+            Transformer<Net, CPU> host(model_.config());
+            load_pretrained(dir, host);
+            if (!adapter.empty()) sites_ = merge_peft_adapter(adapter, host);
+            MT_CHECK(host.params().count() == model_.params().count(), "load_chat: the host and device models differ");
+            B::from_host(model_.params().data(), host.params().data().ptr);
+        }
+        session_.emplace(model_, ChatTemplate(tok_), options, system);
+    }
+    std::string reply(const std::string& user, const std::function<void(std::string_view)>& on_text) override {
+        return session_->reply(user, on_text);
+    }
+    void reset() override { session_->reset(); }
+    std::size_t parameter_count() const override { return model_.params().count(); }
+    int merged_sites() const override { return sites_; }
+
+private:
+    Tokenizer tok_;
+    Transformer<Net, B> model_;
+    std::optional<ChatSession<Net, B>> session_;
+    int sites_ = 0;
+};
+
+}  // namespace detail
+
+/// The model in `dir` as Transformer<Net, B>, the PEFT adapter in `adapter` merged (if not empty), in a
+/// ChatSession with `tokenizer`.
+template <ModelPolicy Net, class B = CPU>
+std::unique_ptr<AnyChat> load_chat(const std::filesystem::path& dir, const std::filesystem::path& adapter,
+                                   const std::filesystem::path& tokenizer, const SampleOptions& options,
+                                   const std::string& system) {
+    return std::make_unique<detail::OwnedChat<Net, B>>(dir, adapter, tokenizer, options, system);
 }
 
 }  // namespace minitrain

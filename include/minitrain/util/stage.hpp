@@ -27,6 +27,7 @@
 #include "../tokenizer/tokenizer.hpp"
 #include "../train/config.hpp"
 #include "../train/trainer.hpp"
+#include "device.hpp"
 #include "flags.hpp"
 #include "presets.hpp"
 
@@ -157,6 +158,7 @@ public:
     }
 
     std::string schedule = "cosine";
+    std::string device = "cpu";  // --device (util/device.hpp)
     std::string preset = "minimind2-small";  // pretrain from scratch only: fine-tuning reads it from --from_weight
 
     /// Every common flag. `data_help` says what --data_path holds for this stage.
@@ -223,6 +225,7 @@ public:
                "resume even when settings, data or thread count differ from the saved run");
         f.bind("max_bad_steps", cfg.max_bad_steps, "stop after this many skipped (NaN/Inf) steps in a row (0: never)");
         f.bind("threads", cfg.threads, "CPU threads (0: OpenMP's default)");
+        f.bind_choice("device", device, device_names(), device_help());
         f.bind("quiet", cfg.quiet, "print nothing while training");
     }
 
@@ -277,13 +280,14 @@ inline void copy_tokenizer_to_final(const TrainConfig& cfg) {
         fs::copy_file(cfg.tokenizer, to, fs::copy_options::overwrite_existing);
 }
 
-/// The body of every stage program once the preset is known: Trainer<Net, AdamW, RuntimeSchedule, Task>
-/// on `comm`, samples decoded with the run's tokenizer, the tokenizer copied into OUT_DIR/final.
-/// `before_fit` may adjust the Trainer (e.g. a sample prompt).
-template <ModelPolicy Net, class Task, class Before = std::nullptr_t>
+/// The body of every stage program once the preset is known: Trainer<Net, Algo, RuntimeSchedule, Task,
+/// Backend> on `comm`, samples decoded with the run's tokenizer, the tokenizer copied into OUT_DIR/final.
+/// `before_fit` may adjust the Trainer (e.g. a sample prompt). The programs call it with the CPU backend;
+/// examples/device/cuda_programs.cu with CUDA (--device cuda, util/device.hpp).
+template <ModelPolicy Net, class Task, class Backend = CPU, class Algo = AdamW, class Before = std::nullptr_t>
 void train_stage(const TrainConfig& cfg, const std::string& schedule, Comm& comm, Before before_fit = nullptr) {
     RuntimeSchedule::choose(schedule);
-    Trainer<Net, Optimizer<AdamW>, Schedule<RuntimeSchedule>, Task> trainer(cfg, comm);
+    Trainer<Net, Optimizer<Algo>, Schedule<RuntimeSchedule>, Task, Backend> trainer(cfg, comm);
     std::optional<Tokenizer> tok;
     if (!cfg.tokenizer.empty()) {
         tok.emplace(Tokenizer::load(cfg.tokenizer));

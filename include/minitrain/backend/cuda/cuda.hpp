@@ -26,6 +26,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstddef>
@@ -136,8 +137,10 @@ struct CUDA {
         return true;
     }
 
-    /// Device memory (never managed memory).
+    /// Device memory (never managed memory). Counted in allocations(): a steady-state training step
+    /// allocates nothing (tests/cuda/model.cu checks), since cudaMalloc synchronizes the device.
     static void* allocate(std::size_t bytes) {
+        allocations().fetch_add(1, std::memory_order_relaxed);
         void* p = nullptr;
         const cudaError_t e = cudaMalloc(&p, std::max(bytes, alignment));
         if (e != cudaSuccess) {
@@ -146,6 +149,11 @@ struct CUDA {
                          cudaGetErrorString(e));
         }
         return p;
+    }
+    /// How many times allocate() has been called.
+    static std::atomic<long>& allocations() {
+        static std::atomic<long> n{0};
+        return n;
     }
     /// cudaFree waits for the device, so no kernel still uses the memory. Errors (the runtime may already be
     /// shut down at exit) are ignored: a destructor cannot report them.
