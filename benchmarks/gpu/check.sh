@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benchmarks/gpu/check.sh: issue 17's checks on a GPU machine, in one run of well under 8 minutes.
 #
-#   bash build-gpu/bundle/check.sh build-gpu/bundle     (from the repository root; prepare.sh made the bundle)
+#   bash benchmarks/gpu/check.sh build-gpu/bundle.tar.xz   (from the repository root, carrying build-gpu/bundle.tar.xz,
+#                                                          which prepare.sh made here)
 #
 # 1. every CUDA test program (op by op against the CPU, the model against PyTorch's golden files, the
 #    trainer on the GPU), then compute-sanitizer memcheck on the op tests and racecheck on attention;
@@ -19,7 +20,12 @@
 # 200 steps each update starts from slightly different weights and the gap grows: relative 2e-2 on any
 # step's loss, 1e-2 on the last validation loss.
 set -uo pipefail
-B=$(cd "${1:-build-gpu/bundle}" && pwd)
+bundle=${1:-build-gpu/bundle.tar.xz}
+if [[ -f "$bundle" ]]; then  # the compressed bundle that travelled: unpack it beside /tmp
+  mkdir -p /tmp/mt-bundle && tar xJf "$bundle" -C /tmp/mt-bundle && bundle=/tmp/mt-bundle/bundle
+fi
+B=$(cd "$bundle" && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-/tmp/minitrain-gpu-check}
 mkdir -p "$OUT"
 W=$(mktemp -d /tmp/mt-gpu.XXXX)
@@ -72,14 +78,14 @@ common=(--preset tiny --vocab_size 256 --train_data data/train.bin --val_data da
         --eval_batches 8 --save_interval 50 --keep_last 0 --sample_interval 0 --threads 16)
 step "pretrain 200 steps, CPU" "$B/pretrain" "${common[@]}" --device cpu --out_dir cpu
 step "pretrain 200 steps, GPU" "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu
-step "CPU vs GPU loss curves" python3 "$B/compare_runs.py" cpu/metrics.jsonl gpu/metrics.jsonl --first 1e-5 --all 2e-2 \
+step "CPU vs GPU loss curves" python3 "$here/compare_runs.py" cpu/metrics.jsonl gpu/metrics.jsonl --first 1e-5 --all 2e-2 \
      --name "cpu-vs-gpu"
 tail -1 "$log" | while read -r l; do note "$l"; done
 
 # Killed right after the step-100 checkpoint is in place (the second save), then resumed.
 MINITRAIN_CRASH_AT=save.renamed:2 "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu_resumed >>"$log" 2>&1
 step "GPU resume after a kill at step 100" "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu_resumed --resume 1
-step "GPU resumed == GPU uninterrupted" python3 "$B/compare_runs.py" gpu_resumed/metrics.jsonl gpu/metrics.jsonl \
+step "GPU resumed == GPU uninterrupted" python3 "$here/compare_runs.py" gpu_resumed/metrics.jsonl gpu/metrics.jsonl \
      --exact --from-step 101 --name "gpu-resume"
 tail -1 "$log" | while read -r l; do note "$l"; done
 
@@ -88,11 +94,11 @@ cp -r gpu/checkpoints/step_00000100 cpu_from_gpu/checkpoints/
 cp -r cpu/checkpoints/step_00000100 gpu_from_cpu/checkpoints/
 step "GPU checkpoint resumed on the CPU" "$B/pretrain" "${common[@]}" --device cpu --out_dir cpu_from_gpu --resume 1 \
      --allow_changed_resume 1
-step "  ... tracks the GPU run" python3 "$B/compare_runs.py" cpu_from_gpu/metrics.jsonl gpu/metrics.jsonl --all 2e-2 \
+step "  ... tracks the GPU run" python3 "$here/compare_runs.py" cpu_from_gpu/metrics.jsonl gpu/metrics.jsonl --all 2e-2 \
      --from-step 101 --name "gpu-ckpt-on-cpu"
 step "CPU checkpoint resumed on the GPU" "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu_from_cpu --resume 1 \
      --allow_changed_resume 1
-step "  ... tracks the CPU run" python3 "$B/compare_runs.py" gpu_from_cpu/metrics.jsonl cpu/metrics.jsonl --all 2e-2 \
+step "  ... tracks the CPU run" python3 "$here/compare_runs.py" gpu_from_cpu/metrics.jsonl cpu/metrics.jsonl --all 2e-2 \
      --from-step 101 --name "cpu-ckpt-on-gpu"
 step "eval on the GPU == eval on the CPU" bash -c "
   a=\$('$B/eval' --checkpoint gpu/final --data data/val.bin --batch_size 8 --max_seq_len 128 --device cuda | tail -1)
@@ -121,7 +127,7 @@ for dev in cpu cuda; do
        --learning_rate 1e-5 --out_dir "dpo_$dev" --device $dev "${small[@]}"
 done
 for s in sft lora dpo; do
-  step "$s: CPU vs GPU" python3 "$B/compare_runs.py" "${s}_cpu/metrics.jsonl" "${s}_cuda/metrics.jsonl" --first 1e-4 \
+  step "$s: CPU vs GPU" python3 "$here/compare_runs.py" "${s}_cpu/metrics.jsonl" "${s}_cuda/metrics.jsonl" --first 1e-4 \
        --all 1e-2 --name "$s"
   tail -1 "$log" | while read -r l; do note "$l"; done
 done
@@ -146,9 +152,10 @@ print(f'{statistics.median(t):,.0f}' if t else 'n/a')")
   peak=$(sort -n "$W/mem_$name.txt" | tail -1)
   note "$name: $tps tokens/s (median), peak device memory ${peak:-?} MiB (whole GPU, nvidia-smi)"
 }
-time_run tiny --preset tiny --vocab_size 256 --train_data data/train.bin --batch_size 32 --max_seq_len 256 --max_steps 40
-"$B/synthetic_shard" --out_dir data6400 --vocab_size 6400 --train_tokens 8000000 --val_tokens 65536 >>"$log" 2>&1
-time_run minimind2-small --preset minimind2-small --vocab_size 6400 --train_data data6400/train.bin --batch_size 64 \
+"$B/synthetic_shard" --out_dir data_big --train_tokens 4000000 --val_tokens 65536 >>"$log" 2>&1
+time_run tiny --preset tiny --vocab_size 256 --train_data data_big/train.bin --batch_size 32 --max_seq_len 256 --max_steps 40
+# synthetic ids are below 256, which any vocabulary holds: MiniMind2-Small keeps its 6400.
+time_run minimind2-small --preset minimind2-small --vocab_size 6400 --train_data data_big/train.bin --batch_size 64 \
          --max_seq_len 512 --max_steps 30
 
 # ---- results ----------------------------------------------------------------------------------------------------
