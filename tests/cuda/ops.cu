@@ -6,6 +6,7 @@
 //
 // Without a CUDA device every test case reports "[skipped] no CUDA device: <reason>" and passes.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -486,4 +487,28 @@ TEST_CASE("cuda: bad ids and targets found on the GPU throw at the next synchron
         Graph<CUDA> g;
         CHECK_THROWS_WITH_AS(embedding(g, ids.tensor(), g.leaf(td)), doctest::Contains("ids is a cpu tensor"), Error);
     }
+}
+
+// ---- launch shapes (host code: runs without a GPU) ------------------------------------------------------
+
+TEST_CASE("cuda: launch shapes stay within the grid limits at B*T*V sizes; MoE copy words respect alignment") {
+    // B = 64, T = 1024, V = 50304: 3.3e9 logits, past 2^31. Grids are 1-D; x allows 2^31 - 1 blocks.
+    const std::int64_t logits = std::int64_t(64) * 1024 * 50304;
+    CHECK(cuda::grid_for(0) == 1u);
+    CHECK(cuda::grid_for(1) == 1u);
+    CHECK(cuda::grid_for(cuda::threads) == 1u);
+    CHECK(cuda::grid_for(cuda::threads + 1) == 2u);
+    CHECK(cuda::grid_for(logits) == 65536u);  // capped: grid-stride loops (64-bit indices) take the rest
+    CHECK(cuda::grid_rows(0) == 1u);
+    CHECK(cuda::grid_rows(64 * 1024) == 65536u);
+    CHECK(cuda::grid_rows(logits) == 1u << 20);
+    CHECK(cuda::as_int(INT_MAX, "test", "n") == INT_MAX);
+    CHECK_THROWS_AS(cuda::as_int(std::int64_t(INT_MAX) + 1, "test", "n"), Error);
+
+    alignas(16) static unsigned char buf[64];
+    CHECK(cuda::moe::dispatch_word_bytes(8, buf, buf + 16) == 4);
+    CHECK(cuda::moe::dispatch_word_bytes(8, buf, buf + 2) == 2);   // a bf16 view 2 bytes past a boundary
+    CHECK(cuda::moe::dispatch_word_bytes(8, buf + 6, buf) == 2);
+    CHECK(cuda::moe::dispatch_word_bytes(6, buf, buf) == 2);       // three bf16 channels
+    CHECK(cuda::moe::dispatch_word_bytes(12, buf + 1, buf) == 1);
 }

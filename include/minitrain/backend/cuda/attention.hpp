@@ -31,6 +31,7 @@ namespace cuda::attn {
 
 inline constexpr int block = 128;     // threads per block: keys per chunk
 inline constexpr int max_head_dim = 2 * block;
+static_assert(block % 32 == 0 && block <= 1024, "block_sum / block_max need whole warps, at most 32 of them");
 
 struct Dims {
     std::int64_t B, Tq, Tk, L, H, KV, G, D;

@@ -261,7 +261,11 @@ private:
         static Words w = [] {
             Words n;
             MT_CUDA_CHECK(cudaMalloc(&n.status, sizeof(cuda::Status)));
-            MT_CUDA_CHECK(cudaMemset(n.status, 0, sizeof(cuda::Status)));
+            // On stream() and waited for, not plain cudaMemset: that goes to the default stream, which with
+            // nvcc --default-stream per-thread is not ordered with stream(), so the first kernel to report
+            // could race the clearing.
+            MT_CUDA_CHECK(cudaMemsetAsync(n.status, 0, sizeof(cuda::Status), stream()));
+            MT_CUDA_CHECK(cudaStreamSynchronize(stream()));
             MT_CUDA_CHECK(cudaMallocHost(&n.host_status, sizeof(cuda::Status)));
             n.host_status->code = cuda::status_ok;
             MT_CUDA_CHECK(cudaMalloc(&n.scratch, scratch_bytes));
@@ -277,6 +281,7 @@ namespace cuda {
 
 /// Threads per block of the elementwise (grid-stride) kernels and of the row kernels.
 inline constexpr int threads = 256;
+static_assert(threads % 32 == 0 && threads <= 1024, "block_sum / block_max need whole warps, at most 32 of them");
 
 /// Blocks for a grid-stride loop over n elements (capped: each thread then takes several elements).
 inline unsigned grid_for(std::int64_t n, int block = threads) {

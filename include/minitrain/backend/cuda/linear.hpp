@@ -65,7 +65,11 @@ inline void linear_forward(CUDA, const Tensor& y, const Tensor& x, const Tensor&
 /// dx (=|+=) dy w;  dw (=|+=) dy^T x. Either destination may be undefined (no gradient needed: skipped).
 inline void linear_backward(CUDA, GradOut dx, GradOut dw, const Tensor& x, const Tensor& w, const Tensor& dy) {
     const std::int64_t N = x.shape.rows(), K = x.shape.cols(), M = w.shape[0];
+    // Every operand cuBLAS reads, not only the gradients: a host pointer there is an illegal address that
+    // kills the context, instead of an Error naming the operand.
     CUDA::on_device(dy, "linear_backward", "dy");
+    if (dw) CUDA::on_device(x, "linear_backward", "input");
+    if (dx) CUDA::on_device(w, "linear_backward", "weight");
     if (dx) CUDA::on_device(dx.t, "linear_backward", "dx");
     if (dw) CUDA::on_device(dw.t, "linear_backward", "dw");
     dispatch_floating(x.dtype, "linear_backward", [&]<class T>() {
@@ -92,7 +96,9 @@ inline void matmul_forward(CUDA, const Tensor& c, const Tensor& a, const Tensor&
 /// da (=|+=) dc b^T;  db (=|+=) a^T dc.
 inline void matmul_backward(CUDA, GradOut da, GradOut db, const Tensor& a, const Tensor& b, const Tensor& dc) {
     const std::int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1];
-    CUDA::on_device(dc, "matmul_backward", "dc");
+    CUDA::on_device(dc, "matmul_backward", "dc");  // and every other operand cuBLAS reads (see linear_backward)
+    if (da) CUDA::on_device(da.t, "matmul_backward", "da"), CUDA::on_device(b, "matmul_backward", "b");
+    if (db) CUDA::on_device(db.t, "matmul_backward", "db"), CUDA::on_device(a, "matmul_backward", "a");
     dispatch_floating(a.dtype, "matmul_backward", [&]<class T>() {
         const T* DC = dc.data<T>();
         if (da) cuda::gemm<T>(false, true, M, K, N, DC, N, b.data<T>(), N, da.t.data<T>(), K, da.accumulate);

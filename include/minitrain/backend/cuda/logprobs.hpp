@@ -81,7 +81,8 @@ __global__ void backward_kernel(R* dlogits, bool add, const R* logits, const std
         long long c = 1;
         if (average) {  // the sequence's count, recomputed per row (T reads) rather than saved
             long long mine = 0;
-            for (std::int64_t u = threadIdx.x; u < T; u += blockDim.x) mine += targets[b * T + u] != ignore_index;
+            // counted(), as sum_kernel counts: a target outside [0, V) (reported by lse_kernel) is no position.
+            for (std::int64_t u = threadIdx.x; u < T; u += blockDim.x) mine += counted(targets[b * T + u], V, ignore_index);
             c = block_sum(mine);
         }
         const R s = R(double(dlogp[b]) / double(c));

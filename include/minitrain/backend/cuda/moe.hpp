@@ -142,6 +142,7 @@ __global__ void router_backward_kernel(T* DL, bool acc, const T* S, const std::i
 // ---- dispatch ---------------------------------------------------------------------------------------
 
 inline constexpr int scan_block = 256;
+static_assert(scan_block % 32 == 0 && scan_block <= 1024, "dispatch_rank_kernel ballots whole warps");
 
 /// Block e: ranks expert e's picks in (n, k) order into SL, and stores its count in O[e + 1].
 /// Also reports picks outside [0, E) (block 0 only, so each is reported once).
@@ -192,6 +193,15 @@ __global__ void dispatch_slots_kernel(Index* SL, const Index* O, const Index* I,
     }
 }
 
+/// Bytes per word of dispatch_copy_kernel: the widest of 4, 2, 1 that divides the row size and both base
+/// addresses. The row size alone is not enough: a bf16 view may start 2 bytes past a 4-byte boundary, and
+/// a misaligned 4-byte load faults (cudaErrorMisalignedAddress).
+inline int dispatch_word_bytes(std::size_t row_bytes, const void* xe, const void* x) {
+    const std::uintptr_t all = std::uintptr_t(row_bytes) | reinterpret_cast<std::uintptr_t>(xe) |
+                               reinterpret_cast<std::uintptr_t>(x);
+    return all % 4 == 0 ? 4 : all % 2 == 0 ? 2 : 1;
+}
+
 /// xe[SL[n*K + k]] = x[n], words of type W (the row size in bytes is a multiple of sizeof(W)).
 template <class W>
 __global__ void dispatch_copy_kernel(W* xe, const W* x, const std::int32_t* SL, std::int64_t NK, std::int64_t K,
@@ -210,8 +220,10 @@ __global__ void dispatch_backward_kernel(T* dx, bool acc, const std::int32_t* SL
     MT_CUDA_GRID_LOOP(idx, N * C) {
         const std::int64_t n = idx / C, c = idx % C;
         const std::int32_t* s = SL + n * K;
-        T d = acc ? dx[idx] + dxe[std::int64_t(s[0]) * C + c] : dxe[std::int64_t(s[0]) * C + c];
-        for (std::int64_t k = 1; k < K; ++k) d += dxe[std::int64_t(s[k]) * C + c];
+        // Slot -1 (a bad expert index, reported by the forward) has no row in dxe: it adds nothing.
+        T d = acc ? dx[idx] : T(0);
+        for (std::int64_t k = 0; k < K; ++k)
+            if (s[k] >= 0) d += dxe[std::int64_t(s[k]) * C + c];
         dx[idx] = d;
     }
 }
@@ -223,8 +235,12 @@ __global__ void combine_kernel(T* y, const T* ye, const T* W, const std::int32_t
                                std::int64_t C) {
     MT_CUDA_GRID_LOOP(idx, N * C) {
         const std::int64_t n = idx / C, c = idx % C;
-        T out = W[n * K] * ye[std::int64_t(SL[n * K]) * C + c];
-        for (std::int64_t k = 1; k < K; ++k) out += W[n * K + k] * ye[std::int64_t(SL[n * K + k]) * C + c];
+        // Slot -1 (a bad expert index, reported by moe_dispatch) adds nothing rather than reading row -1.
+        T out = 0;
+        for (std::int64_t k = 0; k < K; ++k) {
+            const std::int32_t sl = SL[n * K + k];
+            if (sl >= 0) out += W[n * K + k] * ye[std::int64_t(sl) * C + c];
+        }
         y[idx] = out;
     }
 }
@@ -235,6 +251,7 @@ __global__ void combine_dye_kernel(T* dye, bool acc, const T* W, const std::int3
                                    std::int64_t K, std::int64_t C) {
     MT_CUDA_GRID_LOOP(idx, N * K * C) {
         const std::int64_t i = idx / C, c = idx % C;
+        if (SL[i] < 0) continue;  // a bad expert index (reported by moe_dispatch): no row to write
         T* d = dye + std::int64_t(SL[i]) * C + c;
         const T v = W[i] * dy[(i / K) * C + c];
         *d = acc ? *d + v : v;
@@ -247,9 +264,11 @@ __global__ void combine_dweights_kernel(T* DW, bool acc, const T* ye, const std:
                                         std::int64_t N, std::int64_t K, std::int64_t C) {
     MT_CUDA_ROW_LOOP(i, N * K) {
         const T* g = dy + (i / K) * C;
-        const T* r = ye + std::int64_t(SL[i]) * C;
+        const std::int32_t sl = SL[i];
+        const T* r = ye + std::int64_t(sl) * C;
         T s = 0;
-        for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) s += g[c] * r[c];
+        if (sl >= 0)  // block-uniform; slot -1 (a bad expert index) has no row: weight gradient 0
+            for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) s += g[c] * r[c];
         s = block_sum(s);
         if (threadIdx.x == 0) DW[i] = acc ? DW[i] + s : s;
     }
@@ -323,6 +342,8 @@ inline void moe_router_backward(CUDA, GradOut dlogits, const Tensor& scores, con
         CUDA::on_device(daux, "moe_router_backward", "daux");
         CUDA::on_device(ce, "moe_router_backward", "ce");
     }
+    MT_CHECK(batch >= 1 && N % batch == 0, "moe_router_backward: ", N, " tokens do not split into ", batch,
+             " sequences");
     const std::int64_t Tn = N / batch;
     if (!N) return;
     dispatch_floating(scores.dtype, "moe_router_backward", [&]<class T>() {
@@ -372,14 +393,17 @@ inline void moe_dispatch_forward(CUDA, const Tensor& xe, const Tensor& offsets, 
     MT_CUDA_LAUNCHED();
     const std::size_t row_bytes = std::size_t(C) * dtype_size(x.dtype);
     if (!row_bytes) return;
-    if (row_bytes % 4 == 0) {
-        const std::int64_t words = std::int64_t(row_bytes / 4);
+    const int word = cuda::moe::dispatch_word_bytes(row_bytes, xe.ptr, x.ptr);
+    const std::int64_t words = std::int64_t(row_bytes) / word;
+    if (word == 4) {
         cuda::moe::dispatch_copy_kernel<std::uint32_t><<<cuda::grid_for(NK * words), cuda::threads, 0, s>>>(
             static_cast<std::uint32_t*>(xe.ptr), static_cast<const std::uint32_t*>(x.ptr), SL, NK, K, words);
-    } else {
-        const std::int64_t words = std::int64_t(row_bytes / 2);
+    } else if (word == 2) {
         cuda::moe::dispatch_copy_kernel<std::uint16_t><<<cuda::grid_for(NK * words), cuda::threads, 0, s>>>(
             static_cast<std::uint16_t*>(xe.ptr), static_cast<const std::uint16_t*>(x.ptr), SL, NK, K, words);
+    } else {
+        cuda::moe::dispatch_copy_kernel<std::uint8_t><<<cuda::grid_for(NK * words), cuda::threads, 0, s>>>(
+            static_cast<std::uint8_t*>(xe.ptr), static_cast<const std::uint8_t*>(x.ptr), SL, NK, K, words);
     }
     MT_CUDA_LAUNCHED();
 }

@@ -23,6 +23,8 @@ namespace cuda {
 
 /// Blocks of the first sum_squares pass (and partial sums of the second): a constant, for determinism.
 inline constexpr int sum_squares_parts = 256;
+// sum_partials_kernel runs one thread per part and reduces them with block_sum.
+static_assert(sum_squares_parts % 32 == 0 && sum_squares_parts <= 1024, "block_sum needs whole warps, at most 32");
 
 template <class T>
 struct AdamWCoefficients {
