@@ -8,8 +8,9 @@
 #    trainer on the GPU), then compute-sanitizer memcheck on the op tests and racecheck on attention;
 # 2. tiny pretraining, 200 steps in f32 from the same initialization on the CPU and on the GPU: the loss
 #    curves step by step (tolerances below); a GPU run killed after its step-100 checkpoint and resumed on
-#    the GPU against the uninterrupted GPU run (bit for bit expected: the kernels use no atomics in the
-#    dense path); the GPU's step-100 checkpoint resumed on the CPU, and the CPU's on the GPU;
+#    the GPU against the uninterrupted GPU run (bit for bit when two uninterrupted GPU runs agree bit for
+#    bit; the embedding backward's atomics may prevent that); the GPU's step-100 checkpoint resumed on the
+#    CPU, and the CPU's on the GPU;
 # 3. a few steps of sft, lora and dpo on both devices from the same model;
 # 4. timing: tokens/s and peak device memory of the tiny and MiniMind2-Small presets.
 # Writes under $OUT: check.log (everything), summary.txt (the table it prints last), nvidia-smi.txt and
@@ -85,8 +86,18 @@ tail -1 "$log" | while read -r l; do note "$l"; done
 # Killed right after the step-100 checkpoint is in place (the second save), then resumed.
 MINITRAIN_CRASH_AT=save.renamed:2 "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu_resumed >>"$log" 2>&1
 step "GPU resume after a kill at step 100" "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu_resumed --resume 1
-step "GPU resumed == GPU uninterrupted" python3 "$here/compare_runs.py" gpu_resumed/metrics.jsonl gpu/metrics.jsonl \
-     --exact --from-step 101 --name "gpu-resume"
+# Bit for bit only if the GPU repeats itself: embedding_backward adds repeated ids' rows with atomics, in
+# an order the scheduler picks. So a second uninterrupted run decides which comparison is fair.
+step "pretrain 200 steps, GPU again" "$B/pretrain" "${common[@]}" --device cuda --out_dir gpu_again
+if python3 "$here/compare_runs.py" gpu_again/metrics.jsonl gpu/metrics.jsonl --exact --name "gpu-repeat" >>"$log" 2>&1; then
+  note "the GPU run repeats bit for bit"
+  step "GPU resumed == GPU uninterrupted" python3 "$here/compare_runs.py" gpu_resumed/metrics.jsonl gpu/metrics.jsonl \
+       --exact --from-step 101 --name "gpu-resume"
+else
+  note "$(tail -1 "$log") -- the GPU run does not repeat bit for bit (atomics)"
+  step "GPU resumed ~ GPU uninterrupted" python3 "$here/compare_runs.py" gpu_resumed/metrics.jsonl gpu/metrics.jsonl \
+       --all 2e-2 --from-step 101 --name "gpu-resume"
+fi
 tail -1 "$log" | while read -r l; do note "$l"; done
 
 mkdir -p cpu_from_gpu/checkpoints gpu_from_cpu/checkpoints
