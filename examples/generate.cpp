@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
         o.seed = 42;
         std::string checkpoint, prompt_ids;
         int threads = 0;
+        std::string dtype = "f32";
 
         Flags flags("generate",
                     "Continue a prompt (token ids) with a trained model and stream the new token ids to stdout.");
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
         flags.bind("repetition_penalty", o.repetition_penalty, "> 1 discourages tokens already in the context");
         flags.bind("seed", o.seed, "sampling seed");
         flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
+        flags.bind_dtype("dtype", dtype, "precision of the matrix products: f32, or bf16 (bf16 weights and inputs, f32 accumulation; fast on CPUs with AVX512-BF16)");
         flags.require("checkpoint");
         flags.require("prompt_ids");
         flags.parse(argc, argv);
@@ -101,6 +103,7 @@ int main(int argc, char** argv) {
         MT_CHECK(o.max_new_tokens >= 1, "--max_new_tokens must be at least 1, got ", o.max_new_tokens);
         Sampler check(o);  // validates the sampling options before the model is loaded
         if (threads > 0) CPU::set_threads(threads);
+        Autocast autocast(cpu_precision(dtype));  // core/precision.hpp: for every product of this run
 
         const fs::path dir = checkpoint;
         const std::string preset = preset_for_folder(dir);
