@@ -294,6 +294,10 @@ private:
                  "dtype fp16: the CPU backend has no fast half-precision arithmetic (no fp16 kernels; this CPU ",
                  cpu::bf16gemm::has_avx512_bf16() ? "has AVX512-BF16" : "lacks AVX512-BF16 too",
                  "), so bf16 is this CPU's fast type: use --dtype bf16 (f32's exponent range, no loss scaling needed)");
+        // The scaler tests the whole gradient slab for Inf/NaN; under ZeRO-1 only each rank's shard is reduced, so
+        // ranks could disagree on whether to skip.
+        MT_CHECK(precision_ != Precision::fp16 || cfg_.zero_stage == 0, "dtype fp16 with zero_stage 1: the loss "
+                 "scaler needs the whole reduced gradient on every rank; use zero_stage 0 or dtype bf16");
         MT_CHECK(cfg_.threads >= 0, "threads must be >= 0 (0: OpenMP's default), got ", cfg_.threads);
         MT_CHECK(cfg_.max_steps >= 0, "max_steps must be >= 0 (0: run for epochs), got ", cfg_.max_steps);
         MT_CHECK(cfg_.total_batch_tokens >= 0, "total_batch_tokens must be >= 0 (0: use accumulation_steps), got ",
