@@ -1,6 +1,7 @@
 // minitrain/backend/cpu/linear.hpp
 // Linear layer and plain matrix product on the CPU, through cpu::gemm (Eigen's kernels, our threads and
-// packing buffers). Transposed operands are read in place, never copied.
+// packing buffers). Transposed operands are read in place, never copied. The f32 products go through
+// cpu::autocast_gemm, so inside an Autocast(bf16) scope they take bf16 inputs (core/precision.hpp).
 // N = rows (batch x time), K = input features, M = output features.
 #pragma once
 
