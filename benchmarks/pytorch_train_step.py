@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Goal: the PyTorch baseline for minitrain's CPU training step: the same MiniMind/Llama model
-(tests/golden/minimind_ref.py) in fp32, timed over full steps (forward, backward, grad clip, AdamW
+(tests/golden/minimind_ref.py) in fp32 (or under CPU autocast bf16 with --autocast bf16), timed over full steps (forward, backward, grad clip, AdamW
 step, zero_grad), printed as one JSON line: tokens/s (median over the timed steps) and peak RSS.
 
     /usr/bin/python3 benchmarks/pytorch_train_step.py --preset minimind2-small --threads 2
@@ -58,6 +58,8 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--clip", type=float, default=1.0, help="clip_grad_norm_ max norm; 0 = no clipping")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--autocast", choices=["off", "bf16"], default="off",
+                    help="bf16: forward under torch.autocast('cpu', torch.bfloat16), as MiniMind trains (fp32 weights)")
     return ap.parse_args()
 
 
@@ -75,6 +77,14 @@ def sgemm_gflops(torch, n=1024, reps=5):
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def sgemm_error(torch, n=512):
+    """max |fp32 product - f64 product| / max |f64 product|: the BLAS that runs (whatever OPENBLAS_CORETYPE
+    picks) must give right answers before its speed counts."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    want = a.double() @ b.double()
+    return float((a @ b).double().sub(want).abs().max() / want.abs().max())
 
 
 def main():
@@ -106,11 +116,17 @@ def main():
     ids = torch.randint(0, cfg.vocab_size, (B, T + 1))
     x, y = ids[:, :T].contiguous(), ids[:, 1:].contiguous()  # (B, T), (B, T)
     gflops = sgemm_gflops(torch)
+    gemm_err = sgemm_error(torch)
+    if gemm_err > 1e-4:
+        sys.exit(f"pytorch_train_step: the fp32 matmul is wrong (relative error {gemm_err:.2e} against f64)")
+    import contextlib
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.autocast == "bf16" else contextlib.nullcontext
 
     times, losses = [], []
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        loss = model(x, y)["loss"]
+        with autocast():
+            loss = model(x, y)["loss"]
         loss.backward()
         if a.clip > 0:
             torch.nn.utils.clip_grad_norm_([q for _, q in named], a.clip)
@@ -131,7 +147,10 @@ def main():
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "loadavg": load_at_start, "sgemm_gflops": round(gflops, 1), "blas": loaded_blas(), "torch": torch.__version__,
+        "loadavg": load_at_start, "sgemm_gflops": round(gflops, 1), "sgemm_rel_err_vs_f64": gemm_err,
+        "blas": loaded_blas(), "torch": torch.__version__, "autocast": a.autocast,
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        "openblas_l2_size": os.environ.get("OPENBLAS_L2_SIZE", "unset"),
     }))
 
 

@@ -67,6 +67,8 @@ struct Options {
     std::string wait_policy = "auto";  // driver: auto | passive | active | inherit
     bool torch = true;
     std::string torch_script;          // default: pytorch_train_step.py beside this source file
+    std::string dtype = "f32";         // one preset: the precision of the products (core/precision.hpp)
+    bool mixed = false;                // driver: ours f32, ours bf16, PyTorch f32, PyTorch autocast bf16
 };
 
 Options parse(int argc, char** argv) {
@@ -94,10 +96,15 @@ Options parse(int argc, char** argv) {
         else if (a == "--wait-policy") o.wait_policy = value();
         else if (a == "--no-torch") o.torch = false;
         else if (a == "--torch-script") o.torch_script = value();
+        else if (a == "--dtype") o.dtype = std::string(precision_name(cpu_precision(value())));
+        else if (a == "--mixed") o.mixed = true;
         else if (a == "-h" || a == "--help") {
             std::printf(
                 "usage: bench_train_step --preset NAME [--batch B] [--seq T] [--vocab V] [--threads N] [--steps N]\n"
-                "                        [--warmup N] [--clip X]\n"
+                "                        [--warmup N] [--clip X] [--dtype f32|bf16]\n"
+                "       bench_train_step --mixed [--presets a,b] [--rounds N] ...: per preset and round, ours f32, ours\n"
+                "                        bf16, PyTorch f32 and PyTorch CPU autocast bf16 (OPENBLAS_CORETYPE and\n"
+                "                        OPENBLAS_L2_SIZE unset for PyTorch), with the bf16 targets\n"
                 "       bench_train_step [--all | --presets a,b] [--rounds N] [--wait-policy auto|passive|active|inherit]\n"
                 "                        [--no-torch] [--torch-script PATH] [--threads N] [--steps N] [--warmup N]\n"
                 "presets: tiny, minimind2-small, minimind2-small-moe, gpt2-124m\n");
@@ -168,6 +175,7 @@ int run_one(const Options& o, const Preset& p) {
         }
 
     Graph<CPU> g(0, 0, /*seed=*/0);
+    Autocast autocast(parse_precision(o.dtype));  // the products of every step (f32 by default)
     std::vector<double> times, cpu_share;
     long faults = 0;  // minor page faults during the timed steps: memory first touched (or returned and retaken)
     double first_loss = 0, last_loss = 0;
@@ -193,13 +201,15 @@ int run_one(const Options& o, const Preset& p) {
     const double med = median(times);
     const double P = double(params.count());
     const char* wp = std::getenv("OMP_WAIT_POLICY");
-    std::printf("minitrain %s: B=%d T=%d V=%d P=%.1fM threads=%d: %.1f tokens/s (median step %.1f ms), peak RSS %.1f "
+    std::printf("minitrain %s %s: B=%d T=%d V=%d P=%.1fM threads=%d: %.1f tokens/s (median step %.1f ms), peak RSS %.1f "
                 "MiB (params+grads+adam %.1f MiB, activations+grads arena %.1f MiB), %ld page faults/step, CPU share %.0f%%, "
                 "load %.2f, OMP_WAIT_POLICY=%s\n",
-                p.name, B, T, V, P / 1e6, o.threads, B * T / med, med * 1e3, peak_rss_mib(), 4 * 4 * P / 1048576,
+                p.name, o.dtype.c_str(), B, T, V, P / 1e6, o.threads, B * T / med, med * 1e3, peak_rss_mib(), 4 * 4 * P / 1048576,
                 double(g.peak_bytes()) / 1048576, faults / o.steps, 100 * median(cpu_share), load, wp ? wp : "default");
     nlohmann::json j;
     j["impl"] = "minitrain";
+    j["dtype"] = o.dtype;
+    j["avx512_bf16"] = cpu::bf16gemm::has_avx512_bf16();
     j["preset"] = p.name;
     j["params"] = std::int64_t(P);
     j["B"] = B, j["T"] = T, j["V"] = V, j["L"] = Net::layers, j["C"] = Net::hidden, j["F"] = Net::ffn;
@@ -397,13 +407,96 @@ int run_driver(Options o) {
     return 0;
 }
 
+std::string cpu_model() {
+    std::ifstream f("/proc/cpuinfo");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "unknown";
+}
+
+/// --mixed: per preset and round, back to back in this order: ours f32, ours bf16, PyTorch f32, PyTorch CPU
+/// autocast bf16 (fp32 weights, bf16 forward: how MiniMind trains). PyTorch runs with OPENBLAS_CORETYPE and
+/// OPENBLAS_L2_SIZE unset, which this machine sets and which hold OpenBLAS to its AVX2 kernels; the script
+/// checks its sgemm against f64 first. Ratios are taken within a round, medians over rounds.
+int run_mixed(Options o) {
+    const double load = loadavg1();
+    if (!std::getenv("OMP_WAIT_POLICY") && load > double(std::thread::hardware_concurrency()) + 0.5)
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    const char* wp = std::getenv("OMP_WAIT_POLICY");
+    const std::string script = o.torch_script.empty() ? default_torch_script() : o.torch_script;
+    const bool torch = o.torch && std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0 &&
+                       std::ifstream(script).good();
+    std::printf("bench_train_step --mixed: %s, AVX512-BF16 %s, %d threads, OMP_WAIT_POLICY=%s, %d timed steps after %d "
+                "warm-up, %d round(s), load %.2f at start; PyTorch with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset "
+                "(here: %s, %s)\n",
+                cpu_model().c_str(), cpu::bf16gemm::has_avx512_bf16() ? "yes" : "no", o.threads, wp ? wp : "default",
+                o.steps, o.warmup, o.rounds, load, std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "unset",
+                std::getenv("OPENBLAS_L2_SIZE") ? std::getenv("OPENBLAS_L2_SIZE") : "unset");
+    std::string common = " --threads " + std::to_string(o.threads) + " --steps " + std::to_string(o.steps) + " --warmup " +
+                         std::to_string(o.warmup) + " --clip " + std::to_string(o.clip);
+    if (o.B) common += " --batch " + std::to_string(o.B);
+    if (o.T) common += " --seq " + std::to_string(o.T);
+    if (o.V) common += " --vocab " + std::to_string(o.V);
+    const char* names[4] = {"minitrain f32", "minitrain bf16", "pytorch f32", "pytorch autocast bf16"};
+    for (const std::string& preset : o.list) {
+        std::vector<double> tps[4], rss[4], loads;
+        std::vector<double> r_self, r_torch16, r_torch32, r_mem, r_theirs;
+        for (int r = 0; r < o.rounds; ++r) {
+            nlohmann::json j[4];
+            for (int k = 0; k < 4; ++k) {
+                if (k >= 2 && !torch) break;
+                const std::string cmd =
+                    k < 2 ? self_exe() + " --preset " + preset + common + " --dtype " + (k ? "bf16" : "f32") + " 2>&1"
+                          : "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 " + script + " --preset " +
+                                preset + common + (k == 3 ? " --autocast bf16" : "") + " 2>/dev/null";
+                j[k] = run_json(cmd, o.threads);
+                if (j[k].is_null()) return 1;
+                tps[k].push_back(j[k]["tokens_per_s"].get<double>());
+                rss[k].push_back(j[k]["peak_rss_mib"].get<double>());
+                loads.push_back(j[k]["loadavg"].get<double>());
+                std::printf("  %-16s round %d %-22s %8.1f tokens/s  peak RSS %7.1f MiB  load %.2f%s\n", preset.c_str(),
+                            r + 1, names[k], tps[k].back(), rss[k].back(), loads.back(),
+                            k >= 2 ? (" sgemm " + j[k]["sgemm_gflops"].dump() + " GFLOP/s, rel err vs f64 " +
+                                      j[k]["sgemm_rel_err_vs_f64"].dump()).c_str()
+                                   : "");
+            }
+            r_self.push_back(tps[1].back() / tps[0].back());
+            r_mem.push_back(rss[1].back() / rss[0].back());
+            if (torch) {
+                r_torch16.push_back(tps[1].back() / tps[3].back());
+                r_torch32.push_back(tps[0].back() / tps[2].back());
+                r_theirs.push_back(tps[3].back() / tps[2].back());
+            }
+        }
+        const double lmin = *std::min_element(loads.begin(), loads.end()), lmax = *std::max_element(loads.begin(), loads.end());
+        std::printf("\n%s (load %.2f-%.2f), medians over %d round(s):\n", preset.c_str(), lmin, lmax, o.rounds);
+        for (int k = 0; k < 4; ++k)
+            if (!tps[k].empty())
+                std::printf("  %-22s %8.1f tokens/s  peak RSS %7.1f MiB\n", names[k], median(tps[k]), median(rss[k]));
+        auto verdict = [](bool ok) { return ok ? "MET" : "MISSED"; };
+        std::printf("  ours bf16 / ours f32          %5.2fx  (target >= 1.5x: %s)\n", median(r_self),
+                    verdict(median(r_self) >= 1.5));
+        std::printf("  ours bf16 RSS / ours f32 RSS  %5.2fx  (target <= 0.8x: %s)\n", median(r_mem),
+                    verdict(median(r_mem) <= 0.8));
+        if (torch) {
+            std::printf("  ours bf16 / PyTorch autocast  %5.2fx  (target >= 2.5x: %s)\n", median(r_torch16),
+                        verdict(median(r_torch16) >= 2.5));
+            std::printf("  ours f32 / PyTorch f32        %5.2fx\n", median(r_torch32));
+            std::printf("  PyTorch autocast / f32        %5.2fx\n", median(r_theirs));
+        }
+    }
+    std::printf("load %.2f at end\n", loadavg1());
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear as they come, even through a pipe
     try {
         Options o = parse(argc, argv);
-        return o.preset.empty() ? run_driver(o) : run_preset(o);
+        if (!o.preset.empty()) return run_preset(o);
+        return o.mixed ? run_mixed(o) : run_driver(o);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_train_step: %s\n", e.what());
         return 1;

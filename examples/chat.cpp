@@ -124,6 +124,7 @@ int main(int argc, char** argv) {
         opt.sample.max_new_tokens = 256;
         std::string checkpoint, tokenizer, adapter, prompts, device = "cpu";
         int threads = 0;
+        std::string dtype = "f32";
 
         Flags flags("chat", "Chat with a trained model in ChatML, interactively or over a file of prompts.");
         flags.bind("checkpoint", checkpoint, "model folder (config.json, model.safetensors, tokenizer.json)");
@@ -140,12 +141,14 @@ int main(int argc, char** argv) {
         flags.bind("seed", opt.sample.seed, "sampling seed (turn n of a conversation uses seed + n)");
         flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
         flags.bind_choice("device", device, device_names(), device_help());
+        flags.bind_dtype("dtype", dtype, "precision of the matrix products: f32, or bf16 (bf16 weights and inputs, f32 accumulation; fast on CPUs with AVX512-BF16)");
         flags.require("checkpoint");
         flags.parse(argc, argv);
 
         MT_CHECK(opt.sample.max_new_tokens >= 1, "--max_new_tokens must be at least 1, got ", opt.sample.max_new_tokens);
         Sampler check(opt.sample);  // validates the sampling options before the model is loaded
         if (threads > 0) CPU::set_threads(threads);
+        Autocast autocast(cpu_precision(dtype));  // core/precision.hpp: for every product of this run
         opt.checkpoint = checkpoint;
         opt.tokenizer = tokenizer.empty() ? opt.checkpoint / "tokenizer.json" : fs::path(tokenizer);
         opt.adapter = adapter;
@@ -153,7 +156,7 @@ int main(int argc, char** argv) {
         MT_CHECK(fs::exists(opt.tokenizer), opt.tokenizer.string(), ": no such file (give --tokenizer tokenizer.json)");
         MT_CHECK(!opt.conversation || !opt.prompts.empty(), "--conversation needs --prompts");
         const std::string preset = preset_for_folder(opt.checkpoint);
-        check_device(device, preset);
+        check_device(device, preset, 1, dtype);
         run(opt, preset, device);
         return 0;
     } catch (const std::exception& e) {

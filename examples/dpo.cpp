@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
         flags.bind("dpo_beta", cfg.dpo_beta, "beta: larger keeps the policy closer to the reference");
         flags.parse(argc, argv);
         const std::string preset = sf.resolve(flags, cfg, say);
-        check_device(sf.device, preset, comm.world_size());
+        check_device(sf.device, preset, comm.world_size(), cfg.dtype);
         if (sf.device == "cuda")
             cuda_programs::train("dpo", preset, cfg, sf.schedule, comm);
         else

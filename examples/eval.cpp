@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
         EvalOptions a;
         int threads = 0;
         std::string device = "cpu";
+        std::string dtype = "f32";
         Flags flags("eval", "Mean loss, perplexity and bits per byte of a trained model over llm.c token shards.");
         flags.bind("checkpoint", a.checkpoint,
                    "model folder: OUT_DIR/final, OUT_DIR/checkpoints/step_N, or a Hugging Face Llama folder");
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
         flags.bind("max_batches", a.max_batches, "evaluate at most this many batches (0: all)");
         flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
         flags.bind_choice("device", device, device_names(), device_help());
+        flags.bind_dtype("dtype", dtype, "precision of the matrix products: f32, or bf16 (bf16 weights and inputs, f32 accumulation; fast on CPUs with AVX512-BF16)");
         flags.require("checkpoint");
         flags.require("data");
         flags.parse(argc, argv);
@@ -48,9 +50,10 @@ int main(int argc, char** argv) {
         MT_CHECK(a.batch_size >= 1, "--batch_size must be at least 1, got ", a.batch_size);
         MT_CHECK(a.max_seq_len >= 0, "--max_seq_len must be >= 0, got ", a.max_seq_len);
         if (threads > 0) CPU::set_threads(threads);
+        Autocast autocast(cpu_precision(dtype));  // core/precision.hpp: for every product of this run
 
         const std::string preset = preset_for_folder(a.checkpoint);
-        check_device(device, preset);
+        check_device(device, preset, 1, dtype);
         auto announce = [&](const EvalSummary& s) {
             std::printf("eval: %s (preset %s%s) on %s: %lld batches of %d x %d tokens\n", a.checkpoint.c_str(),
                         preset.c_str(), device == "cuda" ? ", on the GPU" : "", a.data.c_str(), (long long)s.batches,

@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
         std::string checkpoint, prompt_ids;
         int threads = 0;
         std::string device = "cpu";
+        std::string dtype = "f32";
 
         Flags flags("generate",
                     "Continue a prompt (token ids) with a trained model and stream the new token ids to stdout.");
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
         flags.bind("seed", o.seed, "sampling seed");
         flags.bind("threads", threads, "CPU threads (0: OpenMP's default)");
         flags.bind_choice("device", device, device_names(), device_help());
+        flags.bind_dtype("dtype", dtype, "precision of the matrix products: f32, or bf16 (bf16 weights and inputs, f32 accumulation; fast on CPUs with AVX512-BF16)");
         flags.require("checkpoint");
         flags.require("prompt_ids");
         flags.parse(argc, argv);
@@ -112,13 +114,14 @@ int main(int argc, char** argv) {
         MT_CHECK(o.max_new_tokens >= 1, "--max_new_tokens must be at least 1, got ", o.max_new_tokens);
         Sampler check(o);  // validates the sampling options before the model is loaded
         if (threads > 0) CPU::set_threads(threads);
+        Autocast autocast(cpu_precision(dtype));  // core/precision.hpp: for every product of this run
 
         const fs::path dir = checkpoint;
         const std::string preset = preset_for_folder(dir);
         const nlohmann::json cfg = detail::read_json_file(dir / "config.json");
         if (cfg.contains("eos_token_id") && cfg["eos_token_id"].is_number_integer())
             o.eos_token = cfg["eos_token_id"].get<int>();
-        check_device(device, preset);
+        check_device(device, preset, 1, dtype);
         run(dir, preset, device, prompt_ids, o);
         return 0;
     } catch (const std::exception& e) {  // minitrain::Error, and the standard library's (filesystem, memory)

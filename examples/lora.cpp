@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
                  2 * rank, " (a different scaling is equivalent to a different --learning_rate)");
         const std::string preset = sf.resolve(flags, cfg, say);
         say("rank " + std::to_string(rank) + ", alpha " + std::to_string(alpha) + ", targets " + targets);
-        check_device(sf.device, preset, comm.world_size());
+        check_device(sf.device, preset, comm.world_size(), cfg.dtype);
         if (sf.device == "cuda")
             return cuda_programs::train("lora_" + std::to_string(rank) + "_" + targets, preset, cfg, sf.schedule, comm);
         with_preset(preset, [&]<class Net>() {

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
                    "start from this model folder (config.json + model.safetensors); its config.json picks the preset");
         flags.bind("from_weight", cfg.init_from, "the same as --init_from (MiniMind's name)");
         flags.bind("dropout", cfg.dropout, "dropout probability");
-        flags.bind_choice("dtype", cfg.dtype, {"f32", "bf16", "fp16"}, "training precision (the CPU trains in f32)");
+        flags.bind_dtype("dtype", cfg.dtype, "training precision: f32, bf16 (autocast: bf16 matmuls, f32 master weights; fast on CPUs with AVX512-BF16) or fp16 (loss scaling; CUDA)");
         flags.bind("init_seed", cfg.init_seed, "seed of the random initialization");
 
         flags.section("Data");
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
         if (cfg.warmup_steps > 0 && (schedule == Cosine::name || schedule == Constant::name))
             say("note: --schedule ", schedule, " has no warmup; --warmup_steps ", cfg.warmup_steps, " is ignored");
 
-        check_device(device, preset, comm.world_size());
+        check_device(device, preset, comm.world_size(), cfg.dtype);
         with_preset(preset, [&]<class Net>() { describe<Net>(preset, optimizer, schedule, device, comm); });
         if (device == "cuda")
             cuda_programs::train("pretrain_" + optimizer, preset, cfg, schedule, comm);

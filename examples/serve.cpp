@@ -435,6 +435,8 @@ int main(int argc, char** argv) {
         flags.bind("queue", opt.queue, "requests that may wait for a sequence slot (more: 503)");
         flags.bind("max_body_bytes", opt.max_body_bytes, "largest request body (more: 413)");
         flags.bind("threads", opt.threads, "CPU threads of the model (0: OpenMP's default)");
+        std::string dtype = "f32";
+        flags.bind_dtype("dtype", dtype, "precision of the matrix products: f32, or bf16 (bf16 weights and inputs, f32 accumulation; fast on CPUs with AVX512-BF16)");
         flags.bind("token_delay_ms", opt.token_delay_ms, "pause after each decode round (to watch streaming; tests)");
         flags.require("checkpoint");
         flags.parse(argc, argv);
@@ -445,6 +447,7 @@ int main(int argc, char** argv) {
         MT_CHECK(opt.token_delay_ms >= 0, "--token_delay_ms must be >= 0, got ", opt.token_delay_ms);
         MT_CHECK(opt.max_body_bytes >= 1024, "--max_body_bytes must be at least 1024, got ", opt.max_body_bytes);
         if (opt.threads > 0) CPU::set_threads(opt.threads);
+        Autocast autocast(cpu_precision(dtype));  // core/precision.hpp: process-wide, so the engine's threads see it
         opt.checkpoint = checkpoint;
         opt.tokenizer = tokenizer.empty() ? opt.checkpoint / "tokenizer.json" : fs::path(tokenizer);
         opt.adapter = adapter;

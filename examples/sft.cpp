@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
         sf.bind(flags, cfg, "SFT JSONL: {\"conversations\": [{\"role\": ..., \"content\": ...}, ...]} per line");
         flags.parse(argc, argv);
         const std::string preset = sf.resolve(flags, cfg, say);
-        check_device(sf.device, preset, comm.world_size());
+        check_device(sf.device, preset, comm.world_size(), cfg.dtype);
         if (sf.device == "cuda")
             cuda_programs::train("sft", preset, cfg, sf.schedule, comm);
         else

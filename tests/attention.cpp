@@ -3,7 +3,9 @@
 // results that do not depend on the thread count.
 #include "support/gradcheck.hpp"
 
+#include <array>
 #include <limits>
+#include <optional>
 #include <tuple>
 
 using namespace minitrain;
@@ -262,4 +264,160 @@ TEST_CASE("attention: bad shapes and kv_len are reported") {
     CHECK_THROWS_WITH_AS(attention(g, g.leaf(q4), g.leaf(k4), g.leaf(k4), 3),
                          "attention: kv_len 3 must lie between the 4 query rows and the 6 key rows of k", Error);
     CHECK_NOTHROW(attention(g, g.leaf(q4), g.leaf(k4), g.leaf(k4), 4));
+}
+
+// ---- bf16 autocast (core/precision.hpp): the products of linear and attention in bf16, against f64 ----------
+
+namespace {
+
+/// |a - b| <= bound[i] for every element; reports the first few failures and the worst ratio.
+void check_within(const std::vector<double>& got, const std::vector<double>& want, const std::vector<double>& bound,
+                  const char* what) {
+    REQUIRE(got.size() == want.size());
+    int bad = 0;
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        const double e = std::fabs(got[i] - want[i]);
+        worst = std::max(worst, e / bound[i]);
+        if (!(e <= bound[i]) && bad++ < 3)
+            FAIL_CHECK(what << "[" << i << "]: got " << got[i] << ", want " << want[i] << ", bound " << bound[i]);
+    }
+    MESSAGE(std::string(what) << ": worst error / bound = " << worst);
+}
+
+double rel_l2(const std::vector<double>& got, const std::vector<double>& want) {
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) num += (got[i] - want[i]) * (got[i] - want[i]), den += want[i] * want[i];
+    return std::sqrt(num / den);
+}
+
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+    double m = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+    return m;
+}
+
+// Rounding an input to bf16 changes it by at most u = 2^-9 relative, so one product a b moves by at most
+// (2u + u^2)|a||b|; the f32 accumulation of K terms adds at most K 2^-24 sum |a||b|. Hence for a dot product
+//   |bf16 result - exact| <= (2^-8 + 2^-18 + K 2^-24) sum_k |a_k||b_k|.
+constexpr double u_bf16 = 1.0 / 512;
+double dot_bound(double sum_abs, int K) { return (2 * u_bf16 + u_bf16 * u_bf16 + K * 0x1p-24) * sum_abs + 1e-30; }
+
+}  // namespace
+
+TEST_CASE("bf16 autocast: linear forward and backward within the rounding bound of the f64 product") {
+    Rng rng{41};
+    const int N = 37, K = 70, M = 29;  // odd sizes: padding of the bf16 pairs and of the 12 x 32 tiles
+    auto x = randn({N, K}, rng), w = randn({M, K}, rng), dy = randn({N, M}, rng);
+    auto xf = converted(x, DType::f32), wf = converted(w, DType::f32), dyf = converted(dy, DType::f32);
+    Buffer<CPU> y({N, M}, DType::f32), dx({N, K}, DType::f32), dw({M, K}, DType::f32);
+    Buffer<CPU> y32({N, M}, DType::f32);
+    linear_forward(CPU{}, y32, xf, wf);  // f32 before the scope
+    {
+        Autocast bf16(Precision::bf16);
+        REQUIRE(matmul_precision() == Precision::bf16);
+        linear_forward(CPU{}, y, xf, wf);
+        linear_backward(CPU{}, GradOut{dx, false}, GradOut{dw, false}, xf, wf, dyf);
+    }
+    CHECK(matmul_precision() == Precision::f32);  // the scope restores f32
+    const double *X = x.data<double>(), *W = w.data<double>(), *DY = dy.data<double>();
+    std::vector<double> want, bound;
+    for (int n = 0; n < N; ++n)
+        for (int m = 0; m < M; ++m) {
+            double s = 0, a = 0;
+            for (int k = 0; k < K; ++k) s += X[n * K + k] * W[m * K + k], a += std::fabs(X[n * K + k] * W[m * K + k]);
+            want.push_back(s), bound.push_back(dot_bound(a, K));
+        }
+    check_within(to_vector(y), want, bound, "y = x w^T");
+    // The bf16 path is really taken: its error is far above f32's (about 1e-6 relative here).
+    CHECK(max_abs_diff(to_vector(y), to_vector(y32)) > 1e-3);
+    want.clear(), bound.clear();
+    for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k) {
+            double s = 0, a = 0;
+            for (int m = 0; m < M; ++m) s += DY[n * M + m] * W[m * K + k], a += std::fabs(DY[n * M + m] * W[m * K + k]);
+            want.push_back(s), bound.push_back(dot_bound(a, M));
+        }
+    check_within(to_vector(dx), want, bound, "dx = dy w");
+    want.clear(), bound.clear();
+    for (int m = 0; m < M; ++m)
+        for (int k = 0; k < K; ++k) {
+            double s = 0, a = 0;
+            for (int n = 0; n < N; ++n) s += DY[n * M + m] * X[n * K + k], a += std::fabs(DY[n * M + m] * X[n * K + k]);
+            want.push_back(s), bound.push_back(dot_bound(a, N));
+        }
+    check_within(to_vector(dw), want, bound, "dw = dy^T x");
+}
+
+TEST_CASE("bf16 autocast: attention forward within the stated bound of the definition, backward within 1.5%") {
+    Rng rng{42};
+    const Case c{2, 70, 70, 70, 4, 2, 16};  // crosses the 64-row tile; grouped heads
+    Inputs in = make_inputs(c, rng);
+    std::vector<double> want_out, want_lse, out, lse, out32, lse32;
+    reference(c, in, want_out, want_lse);
+    kernel_forward(c, in, DType::f32, out32, lse32);
+    {
+        Autocast bf16(Precision::bf16);
+        kernel_forward(c, in, DType::f32, out, lse);
+    }
+    // Bound, per query row (first order in u = 2^-9): each score s_j = scale q.k_j moves by at most
+    // e_s = scale (2u + K 2^-24) max_j sum |q||k_j| (dot_bound), which moves each probability by at most a
+    // factor e^(2 e_s); P and V are then rounded for P V, 2u more. So
+    //   |out_d - exact_d| <= ((e^(2 e_s) - 1) + 2u + 2^-20) sum_j p_j |v_jd|  (+ f32 noise).
+    const double* q = in.q.data<double>();
+    const double* k = in.k.data<double>();
+    const double* v = in.v.data<double>();
+    const double scale = 1.0 / std::sqrt(double(c.D));
+    std::vector<double> bound(want_out.size());
+    for (int b = 0; b < c.B; ++b)
+        for (int h = 0; h < c.H; ++h)
+            for (int i = 0; i < c.Tq; ++i) {
+                const int kvh = h / (c.H / c.KV);
+                double es = 0;
+                std::vector<double> p(std::size_t(i + 1));
+                for (int j = 0; j <= i; ++j) {
+                    double a = 0, s = 0;
+                    for (int e = 0; e < c.D; ++e) {
+                        const double qe = q[((b * c.Tq + i) * c.H + h) * c.D + e], ke = k[((b * c.Tk + j) * c.KV + kvh) * c.D + e];
+                        a += std::fabs(qe * ke), s += qe * ke;
+                    }
+                    es = std::max(es, scale * dot_bound(a, c.D));
+                    p[j] = std::exp(s * scale - want_lse[(b * c.H + h) * c.Tq + i]);
+                }
+                for (int e = 0; e < c.D; ++e) {
+                    double pv = 0;
+                    for (int j = 0; j <= i; ++j) pv += p[j] * std::fabs(v[((b * c.Tk + j) * c.KV + kvh) * c.D + e]);
+                    bound[((b * c.Tq + i) * c.H + h) * c.D + e] = (std::expm1(2 * es) + 2 * u_bf16 + 0x1p-20) * pv + 1e-6;
+                }
+            }
+    check_within(out, want_out, bound, "attention output");
+    CHECK(max_abs_diff(out, out32) > 1e-4);  // the bf16 path is taken
+    // lse comes from the f32 softmax of bf16-product scores: within e_s of the exact one (<= 0.05 here).
+    CHECK(max_abs_diff(lse, want_lse) < 0.05);
+
+    // Backward: the f64 kernel (the definition to 1e-12, tested above) against the f32 kernel under bf16.
+    // Every gradient passes through two or three bf16 products (2u relative each), so elements move by up to
+    // about 1.2%; in the L2 norm over all elements the errors partly cancel. Measured: about 0.3%.
+    auto dout = randn({c.B, c.Tq, c.H, c.D}, rng);
+    auto grads = [&](DType dt, bool autocast) {
+        auto qd = converted(in.q, dt), kd = converted(in.k, dt), vd = converted(in.v, dt), dod = converted(dout, dt);
+        Buffer<CPU> o(qd.tensor().shape, dt), l(Shape{c.B, c.H, c.Tq}, dt);
+        Buffer<CPU> dq(qd.tensor().shape, dt), dk(kd.tensor().shape, dt), dv(vd.tensor().shape, dt);
+        std::optional<Autocast> scope;
+        if (autocast) scope.emplace(Precision::bf16);
+        Buffer<CPU> s1(attention_scratch_shape(CPU{}, qd, kd, false), dt), s2(attention_scratch_shape(CPU{}, qd, kd, true), dt);
+        const double sc = 1.0 / std::sqrt(double(c.D));
+        attention_forward(CPU{}, o, l, qd, kd, vd, c.L, sc, s1);
+        attention_backward(CPU{}, GradOut{dq, false}, GradOut{dk, false}, GradOut{dv, false}, qd, kd, vd, o, l, dod, c.L,
+                           sc, s2);
+        return std::array<std::vector<double>, 3>{to_vector(dq), to_vector(dk), to_vector(dv)};
+    };
+    const auto exact = grads(DType::f64, false), mixed = grads(DType::f32, true);
+    const char* names[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; ++i) {
+        const double r = rel_l2(mixed[i], exact[i]);
+        MESSAGE(std::string(names[i]) << ": relative L2 error " << r);
+        CHECK(r < 0.015);
+        CHECK(r > 1e-4);  // bf16, not f32 (f32 gives about 1e-6)
+    }
 }

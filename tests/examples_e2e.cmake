@@ -180,6 +180,9 @@ else()
   run("pretrain --device cuda, no CUDA" 1 "${PRETRAIN}" ${cuda_run})
   expect("pretrain --device cuda, no CUDA" "${ERR}" "this build of minitrain has no CUDA backend")
 endif()
+run("generate --device cuda --dtype bf16" 1 "${GENERATE}" --checkpoint out/final --prompt_ids 49 --device cuda
+    --dtype bf16)
+expect("generate --device cuda --dtype bf16" "${ERR}" "error: --dtype bf16 --device cuda: the CUDA kernels compute in f32 only")
 run("generate --device tpu" 1 "${GENERATE}" --checkpoint out/final --prompt_ids 49 --device tpu)
 expect("generate --device tpu" "${ERR}" "error: --device: expected one of cpu, cuda, got 'tpu'")
 

@@ -191,3 +191,25 @@ TEST_CASE("usage wraps long help texts under their column") {
     CHECK(lines_with_words >= 3);
     CHECK(u.find("word39 (default: 1)") != std::string::npos);
 }
+
+TEST_CASE("--dtype: every spelling users type is stored as its canonical name; others are refused with the list") {
+    for (auto [typed, canon] : {std::pair{"bf16", "bf16"}, {"bfloat16", "bf16"}, {"fp16", "fp16"}, {"float16", "fp16"},
+                                {"half", "fp16"}, {"f32", "f32"}, {"fp32", "f32"}, {"float32", "f32"}}) {
+        Flags flags("t", "");
+        std::string dtype = "f32";
+        flags.bind_dtype("dtype", dtype, "precision");
+        flags.parse({std::string("--dtype=") + typed});
+        CHECK(dtype == canon);
+        CHECK(precision_name(parse_precision(typed)) == canon);
+    }
+    Flags flags("t", "");
+    std::string dtype = "f32";
+    flags.bind_dtype("dtype", dtype, "precision");
+    CHECK_THROWS_WITH_AS(flags.parse({"--dtype", "int8"}), doctest::Contains("--dtype: expected one of f32, bf16, fp16, "
+                                                                             "fp32, float32, bfloat16, float16, half"), Error);
+    CHECK(dtype == "f32");
+    CHECK_THROWS_WITH_AS(parse_precision("double", "--dtype"), doctest::Contains("expected f32 (fp32, float32), bf16 (bfloat16)"),
+                         Error);
+    CHECK_THROWS_WITH_AS(cpu_precision("half"), doctest::Contains("bf16 is this CPU's fast type"), Error);
+    CHECK(cpu_precision("bfloat16") == Precision::bf16);
+}

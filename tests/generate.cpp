@@ -8,8 +8,10 @@ using namespace minitrain;
 using namespace mt_test;
 
 namespace {
+/// Returns the full forward's logits. `p`: the precision of the products (core/precision.hpp).
 template <class Net>
-void check_cache_matches_full_forward() {
+std::vector<double> check_cache_matches_full_forward(Precision p = Precision::f32) {
+    Autocast autocast(p);
     Transformer<Net> model(ModelConfig{61, 40});
     model.init(5);
     Rng rng{9};
@@ -38,12 +40,27 @@ void check_cache_matches_full_forward() {
     }
     REQUIRE(pos == T);
     CHECK(cache.length == T);
+    // bf16: the products round the same inputs in both paths and sum over k in the same order, so the two
+    // agree to f32 rounding here too (1e-5 relative: the tile shapes differ, not the sums).
     check_close(cached, full, 1e-5, 1e-5, "cached decoding vs full forward");
+    return full;
 }
 }  // namespace
 
 TEST_CASE("KV-cache decoding reproduces the full forward's logits (dense)") {
     check_cache_matches_full_forward<Model<2, 32, 4, false, Knobs<2>>>();
+}
+
+TEST_CASE("bf16 (generate/chat/serve --dtype bf16): KV-cache decoding reproduces the bf16 full forward, which is "
+          "within bf16 rounding of f32") {
+    using Net = Model<2, 32, 4, false, Knobs<2>>;
+    const auto f32 = check_cache_matches_full_forward<Net>(Precision::f32);
+    const auto bf16 = check_cache_matches_full_forward<Net>(Precision::bf16);
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < f32.size(); ++i) worst = std::max(worst, std::fabs(f32[i] - bf16[i])), scale = std::max(scale, std::fabs(f32[i]));
+    MESSAGE("logits: max |bf16 - f32| = " << worst << " (max |logit| " << scale << ")");
+    CHECK(worst > 1e-6 * scale);  // the products ran in bf16
+    CHECK(worst < 0.02 * scale);  // a few bf16 roundings (2^-9 each) through two layers
 }
 
 TEST_CASE("KV-cache decoding reproduces the full forward's logits (MoE)") {

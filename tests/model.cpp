@@ -141,3 +141,54 @@ TEST_CASE("model policy: MiniMind's FFN rule and the presets' sizes") {
     CHECK(mm.params().count() == 6400 * 512 + 8 * (2 * 512 * 512 + 2 * 128 * 512 + 3 * 512 * 1408 + 2 * 512) + 512);
     CHECK(mm.params().count() == 25'829'888);
 }
+
+// ---- bf16 autocast against PyTorch's CPU autocast bf16 (tests/golden/make_golden_bf16.py) -------------------
+
+namespace {
+double rel_l2(const std::vector<double>& got, const std::vector<double>& want) {
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) num += (got[i] - want[i]) * (got[i] - want[i]), den += want[i] * want[i];
+    return std::sqrt(num / den);
+}
+}  // namespace
+
+TEST_CASE("dense model in bf16: loss, logits and every gradient match PyTorch's CPU autocast bf16") {
+    // Tolerance, and why: both runs round to bf16 (8 significant bits), but at different places: autocast
+    // rounds every matmul's output to bf16 as well (so the attention inputs, the residual branches and the
+    // logits), minitrain rounds the matmul inputs only (core/precision.hpp). Two such runs differ by about as
+    // much as either differs from f32, so each quantity must lie within 2 x autocast's own distance from
+    // f32 (the golden's bf16_vs_f32, measured per tensor: 0.03% for the loss, 0.1-0.8% for gradients) of
+    // autocast's value, plus 2^-9 (one bf16 rounding) of slack for quantities that bf16 hardly moves.
+    Golden<GoldenDense> gold("tiny_dense.safetensors");
+    SafeTensors bf(golden_dir / "tiny_dense_bf16.safetensors");
+    const nlohmann::json spread = nlohmann::json::parse(bf.metadata().at("bf16_vs_f32"));
+    Graph<CPU> g;
+    std::vector<double> loss, logits;
+    {
+        Autocast autocast(Precision::bf16);
+        auto out = gold.model.forward(g, gold.ids, &gold.targets.tensor());
+        g.backward(*out.loss);
+        loss = to_vector(out.loss->data);
+        logits = to_vector(out.logits->data);
+    }
+    auto tol = [&](const std::string& key) { return 2 * spread.at(key).get<double>() + 1.0 / 512; };
+    const double want_loss = read(bf, "loss")[0];
+    MESSAGE("loss: ours " << loss[0] << ", autocast " << want_loss << ", f32 " << read(gold.st, "loss")[0]);
+    CHECK(std::fabs(loss[0] - want_loss) / want_loss <= 2 * spread.at("loss").get<double>() + 1e-4);
+    const double e_logits = rel_l2(logits, read(bf, "logits"));
+    MESSAGE("logits: relative L2 " << e_logits << " (autocast vs f32 " << spread.at("logits").get<double>() << ")");
+    CHECK(e_logits <= tol("logits"));
+    CHECK(rel_l2(logits, read(gold.st, "logits")) > 1e-4);  // bf16 ran: f32 agrees with f32 to 1e-6
+    double worst = 0;
+    int checked = 0;
+    for (auto& p : gold.model.params().all()) {
+        const std::string key = "grad." + p.name;
+        const double e = rel_l2(to_vector(p.var.grad), read(bf, key));
+        INFO(key << ": relative L2 " << e << ", autocast vs f32 " << spread.at(key).get<double>());
+        CHECK(e <= tol(key));
+        worst = std::max(worst, e / tol(key));
+        ++checked;
+    }
+    MESSAGE("gradients: worst error / tolerance " << worst << " over " << checked << " tensors");
+    CHECK(checked == int(spread.size()) - 2);  // every gradient in the golden (plus loss and logits)
+}

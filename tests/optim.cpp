@@ -6,6 +6,7 @@
 
 #include <minitrain/optim/adamw.hpp>
 #include <minitrain/optim/clip.hpp>
+#include <minitrain/optim/grad_scaler.hpp>
 #include <minitrain/optim/sgd.hpp>
 
 #include <cstring>
@@ -459,4 +460,52 @@ TEST_CASE("sum_squares: accumulated in double, same result for any thread count;
     CHECK(sum_squares(CPU{}, small) == 30.0);
     scale(CPU{}, small, -0.5);
     CHECK(to_vector(small) == std::vector<double>{-0.5, 1, -1.5, 0, -2});
+}
+
+TEST_CASE("GradScaler: GradScaler's rules under injected overflow; unscale divides; state round-trips") {
+    Rng rng{909};
+    Fixture model(rng);
+    GradScaler s({.init_scale = 65536.0, .growth_factor = 2.0, .backoff_factor = 0.5, .growth_interval = 3});
+    CHECK(GradScaler().scale() == 65536.0);  // torch's default start, 2^16
+    // A clean step: the gradients come back divided by the scale, nothing is counted.
+    model.fill_grads(rng);
+    const auto scaled = to_vector(model.ps.grads());
+    REQUIRE_FALSE(s.unscale(model.ps));
+    auto got = to_vector(model.ps.grads());
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == float(scaled[i] / 65536.0));
+    s.update(false);
+    CHECK(s.scale() == 65536.0);
+    CHECK(s.clean_steps() == 1);
+    // Injected overflow (an Inf, then a NaN): found, the gradients are left alone, the scale halves each time,
+    // the clean-step count restarts, both skips are counted.
+    for (float bad : {INFINITY, NAN}) {
+        model.fill_grads(rng);
+        model.ps.grads().data<float>()[model.ps.grads().numel() / 2] = bad;
+        const auto before = copy_of(model.ps.grads());
+        CHECK(s.unscale(model.ps));
+        CHECK(bit_equal(model.ps.grads(), before));
+        s.update(true);
+    }
+    CHECK(s.scale() == 16384.0);
+    CHECK(s.clean_steps() == 0);
+    CHECK(s.skipped() == 2);
+    // growth_interval clean steps in a row double it (2000 by default; 3 here).
+    for (int i = 0; i < 2; ++i) s.update(false);
+    CHECK(s.scale() == 16384.0);
+    s.update(false);
+    CHECK(s.scale() == 32768.0);
+    CHECK(s.clean_steps() == 0);
+    GradScaler d;
+    for (int i = 0; i < 1999; ++i) d.update(false);
+    CHECK(d.scale() == 65536.0);
+    d.update(false);
+    CHECK(d.scale() == 131072.0);
+    // The state goes through a checkpoint and comes back.
+    GradScaler r;
+    r.restore(s.state(), "ckpt");
+    CHECK(r.scale() == s.scale());
+    CHECK(r.skipped() == 2);
+    CHECK_THROWS_WITH_AS(r.restore(nlohmann::json{{"scale", -1}, {"clean_steps", 0}, {"skipped", 0}}, "ckpt"),
+                         doctest::Contains("ckpt: grad_scaler.scale must be positive"), Error);
+    CHECK_THROWS_WITH_AS(GradScaler({.backoff_factor = 1.5}), doctest::Contains("backoff_factor must be in (0, 1)"), Error);
 }

@@ -146,8 +146,10 @@ TEST_CASE("configuration errors name the knob") {
     CHECK_THROWS_WITH_AS(Train{c}, doctest::Contains("batch_size"), Error);
     c = small_config(dir);
     c.val_data.clear();
-    c.dtype = "bf16";
-    CHECK_THROWS_WITH_AS(Train{c}, doctest::Contains("CUDA backend"), Error);
+    c.dtype = "half";
+    CHECK_THROWS_WITH_AS(Train{c}, doctest::Contains("bf16 is this CPU's fast type: use --dtype bf16"), Error);
+    c.dtype = "int8";
+    CHECK_THROWS_WITH_AS(Train{c}, doctest::Contains("dtype: expected f32 (fp32, float32), bf16 (bfloat16)"), Error);
     c = small_config(dir);
     c.val_data.clear();
     c.vocab_size = 20;  // the corpus has ids up to 49
@@ -341,4 +343,81 @@ TEST_CASE("bad flag combinations are refused at start, naming the knob") {
 TEST_CASE("metrics: a failed write stops the run with the real file named") {
     MetricsLog log("/dev/full");  // every write fails with ENOSPC, as on a full disk
     CHECK_THROWS_WITH_AS(log.write({{"step", 1}}), doctest::Contains("/dev/full: cannot append to the metrics file"), Error);
+}
+
+// ---- mixed precision (core/precision.hpp) ------------------------------------------------------------------
+
+TEST_CASE("bf16: trains as f32 does from the same start, keeps f32 checkpoints, resumes bit for bit, switches precision") {
+    TempDir dir;
+    write_corpus(dir.path / "train.bin", 20000, 50, 1);
+    write_corpus(dir.path / "val.bin", 3000, 50, 2);
+    TrainConfig c = small_config(dir);
+    c.max_steps = 60;
+    c.dropout = 0.0;
+    c.out_dir = (dir.path / "f32").string();
+    Train f32(c);
+    const double start = f32.evaluate().loss;
+    for (int i = 0; i < 60; ++i) f32.train_step();
+    const double loss32 = f32.evaluate().loss;
+
+    c.dtype = "bfloat16";  // MiniMind's spelling
+    c.out_dir = (dir.path / "bf16").string();
+    Train bf(c);
+    CHECK(bf.precision() == Precision::bf16);
+    CHECK(bf.config().dtype == "bf16");
+    CHECK(bf.grad_scaler() == nullptr);  // bf16 needs no loss scaling
+    CHECK(bf.evaluate().loss == doctest::Approx(start).epsilon(1e-3));  // the same start, evaluated in bf16
+    for (int i = 0; i < 60; ++i) bf.train_step();
+    CHECK(matmul_precision() == Precision::f32);  // the trainer's scope ends with each step
+    const double loss16 = bf.evaluate().loss;
+    INFO("val loss: start " << start << ", f32 " << loss32 << ", bf16 " << loss16);
+    CHECK(loss16 < start - 1.0);
+    CHECK(std::fabs(loss16 - loss32) / loss32 < 0.02);  // 60 steps of a tiny model; RESULTS.md has a longer run
+    CHECK(weights(bf) != weights(f32));                 // the products really ran in bf16
+
+    // Checkpoints hold the f32 master weights, and resuming a bf16 run reproduces it bit for bit.
+    TrainConfig first = c;
+    first.max_steps = 12;
+    first.out_dir = (dir.path / "split").string();
+    TrainConfig straight = first;
+    straight.out_dir = (dir.path / "straight").string();
+    Train a(straight);
+    for (int i = 0; i < 12; ++i) a.train_step();
+    {
+        Train b(first);
+        for (int i = 0; i < 6; ++i) b.train_step();
+        const fs::path ck = b.save();
+        SafeTensors st(ck / "model.safetensors");
+        CHECK(st.info("model.embed_tokens.weight").dtype == "F32");
+    }
+    TrainConfig again = first;
+    again.resume = true;
+    {
+        Train r(again);
+        REQUIRE(r.step() == 6);
+        for (int i = 0; i < 6; ++i) r.train_step();
+        const auto wa = weights(a), wr = weights(r);
+        CHECK(std::memcmp(wa.data(), wr.data(), wa.size() * sizeof(float)) == 0);
+        r.save();
+    }
+    // The same checkpoint continues in f32 (a changed setting: allowed with allow_changed_resume), and back.
+    TrainConfig in_f32 = again;
+    in_f32.dtype = "fp32";
+    in_f32.max_steps = 18;
+    CHECK_THROWS_WITH_AS(Train{in_f32}, doctest::Contains("\"bf16\" in the saved run, \"f32\" now"), Error);
+    in_f32.allow_changed_resume = true;
+    {
+        Train r(in_f32);
+        REQUIRE(r.step() == 12);
+        CHECK(r.precision() == Precision::f32);
+        for (int i = 0; i < 6; ++i) CHECK(std::isfinite(r.train_step()));
+        r.save();
+    }
+    TrainConfig back = in_f32;
+    back.dtype = "bf16";
+    back.max_steps = 24;
+    Train r(back);
+    REQUIRE(r.step() == 18);
+    CHECK(r.precision() == Precision::bf16);
+    for (int i = 0; i < 6; ++i) CHECK(std::isfinite(r.train_step()));
 }

@@ -155,9 +155,9 @@ inline void lora_forward(CPU, const Tensor& y, const Tensor& u, const Tensor& xd
              " do not fit the output ", y.shape);
     check_shape(u, Shape{N, R}, "lora", "u");
     dispatch_floating(xd.dtype, "lora", [&]<class T>() {
-        cpu::gemm<T>(false, true, N, R, K, xd.data<T>(), K, a.data<T>(), K, u.data<T>(), R, false);
+        cpu::autocast_gemm<T>(false, true, N, R, K, xd.data<T>(), K, a.data<T>(), K, u.data<T>(), R, false);
         scale(CPU{}, u, scaling);
-        cpu::gemm<T>(false, true, N, Mp, R, u.data<T>(), R, b.data<T>(), R, y.data<T>() + col0, M, true);
+        cpu::autocast_gemm<T>(false, true, N, Mp, R, u.data<T>(), R, b.data<T>(), R, y.data<T>() + col0, M, true);
     });
 }
 
@@ -170,12 +170,12 @@ inline void lora_backward(CPU, GradOut dxd, GradOut da, GradOut db, const Tensor
     const std::int64_t N = xd.shape.rows(), K = xd.shape.cols(), R = a.shape[0], Mp = b.shape[0], M = dy.shape.cols();
     dispatch_floating(xd.dtype, "lora_backward", [&]<class T>() {
         const T* DY = dy.data<T>() + col0;  // (N, Mp) with row stride M
-        if (db) cpu::gemm<T>(true, false, Mp, R, N, DY, M, u.data<T>(), R, db.t.data<T>(), R, db.accumulate);
+        if (db) cpu::autocast_gemm<T>(true, false, Mp, R, N, DY, M, u.data<T>(), R, db.t.data<T>(), R, db.accumulate);
         if (!da && !dxd) return;
-        cpu::gemm<T>(false, false, N, R, Mp, DY, M, b.data<T>(), R, du.data<T>(), R, false);
+        cpu::autocast_gemm<T>(false, false, N, R, Mp, DY, M, b.data<T>(), R, du.data<T>(), R, false);
         scale(CPU{}, du, scaling);
-        if (da) cpu::gemm<T>(true, false, R, K, N, du.data<T>(), R, xd.data<T>(), K, da.t.data<T>(), K, da.accumulate);
-        if (dxd) cpu::gemm<T>(false, false, N, K, R, du.data<T>(), R, a.data<T>(), K, dxd.t.data<T>(), K, dxd.accumulate);
+        if (da) cpu::autocast_gemm<T>(true, false, R, K, N, du.data<T>(), R, xd.data<T>(), K, da.t.data<T>(), K, da.accumulate);
+        if (dxd) cpu::autocast_gemm<T>(false, false, N, K, R, du.data<T>(), R, a.data<T>(), K, dxd.t.data<T>(), K, dxd.accumulate);
     });
 }
 

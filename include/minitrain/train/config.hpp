@@ -44,7 +44,7 @@ struct TrainConfig {
     std::string init_from;  // a Hugging Face style folder (config.json + model.safetensors)
     double dropout = 0.0;
     double lora_dropout = 0.0;  // LoRA: dropout on the adapters' input (PEFT's lora_dropout)
-    std::string dtype = "f32";  // f32 on CPU; bf16 / fp16 with the CUDA backend
+    std::string dtype = "f32";  // f32, bf16 or fp16 (and their other spellings): core/precision.hpp
 
     // ---- preference optimization
     double dpo_beta = 0.15;  // DPO's beta: larger keeps the policy closer to the reference model

@@ -29,12 +29,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/precision.hpp"
 #include "../io/checkpoint.hpp"
 #include "../log/run_log.hpp"
 #include "../nn/generate.hpp"
 #include "../nn/transformer.hpp"
 #include "../optim/adamw.hpp"
 #include "../optim/clip.hpp"
+#include "../optim/grad_scaler.hpp"
 #include "../optim/sgd.hpp"
 #include "../dist/comm.hpp"
 #include "../dist/config_check.hpp"
@@ -102,6 +104,9 @@ public:
     /// `comm`: the processes training this model together (dist/): every rank constructs its Trainer with
     /// the same configuration; batch_size is per rank. The default is one process.
     explicit Trainer(TrainConfig cfg, Comm& comm = local_comm()) : cfg_(std::move(cfg)), comm_(&comm) {
+        precision_ = parse_precision(cfg_.dtype, "dtype");  // core/precision.hpp: the rules of each
+        cfg_.dtype = std::string(precision_name(precision_));  // one spelling in checkpoints and resume checks
+        if (precision_ == Precision::fp16) scaler_.emplace();
         validate();
         check_same_config(*comm_, rank_config(), "--");  // every rank, or a CollectiveError naming the field
         if (cfg_.threads > 0) Backend::set_threads(cfg_.threads);
@@ -143,6 +148,8 @@ public:
     /// One optimizer step (with accumulation). Returns the mean loss over its micro-batches.
     double train_step() {
         timer_.start();
+        Autocast autocast(precision_);  // the products of forward and backward (core/precision.hpp)
+        const double loss_scale = scaler_ ? scaler_->scale() : 1.0;  // fp16: optim/grad_scaler.hpp
         double loss_sum = 0, aux_sum = 0;
         std::int64_t tokens = 0;
         ParameterSet<Backend>& trained = objective_->parameters();
@@ -156,7 +163,7 @@ public:
             // share of what the mean is over (target tokens), so that the sum over ranks is the global mean.
             const double total = world > 1 ? comm_->all_reduce_sum(r.weight) : r.weight;
             const double share = total > 0 ? r.weight / total : 1.0 / world;
-            graph_->backward(*r.loss, share / cfg_.accumulation_steps);
+            graph_->backward(*r.loss, share / cfg_.accumulation_steps * loss_scale);
             loss_sum += Objective::scalar(r.loss->data) * share;
             aux_sum += r.aux / world;
             tokens += r.tokens;
@@ -167,21 +174,27 @@ public:
             }
         }
         if (world > 1) reduce_step(loss_sum, aux_sum, tokens);
-        last_norm_ = cfg_.zero_stage == 1 ? clip_sharded(trained) : clip_grad_norm(trained, cfg_.grad_clip);
+        // fp16: an Inf/NaN in the scaled gradient skips the step and halves the scale; the guard does not count
+        // it (an overflow says the scale was too high, not that training diverges).
+        const bool overflow = scaler_ && scaler_->unscale(trained);
+        last_norm_ = overflow ? INFINITY
+                     : cfg_.zero_stage == 1 ? clip_sharded(trained) : clip_grad_norm(trained, cfg_.grad_clip);
         last_lr_ = (*sched_)(step_);
         last_loss_ = loss_sum / cfg_.accumulation_steps;
-        last_verdict_ = guard_.judge(last_loss_, last_norm_);  // the same global numbers, so the same verdict, on every rank
+        // the same global numbers, so the same verdict, on every rank
+        last_verdict_ = overflow ? StepGuard::Verdict::non_finite : guard_.judge(last_loss_, last_norm_);
         if (last_verdict_ == StepGuard::Verdict::apply) {
             optim_->step(last_lr_);
             if (cfg_.zero_stage == 1) comm_->all_gather(trained.data().template data<float>(), trained.count());
         }
+        if (scaler_) scaler_->update(overflow);
         ++step_;
         double seconds = timer_.stop();
         last_aux_ = aux_sum / cfg_.accumulation_steps;
         last_tokens_per_s_ = double(tokens) / seconds;
         if (last_verdict_ != StepGuard::Verdict::apply) {
             log_progress();  // a skipped step is always reported, on the console and in the metrics
-            if (guard_.diverged()) throw TrainingDiverged(divergence_message());
+            if (!overflow && guard_.diverged()) throw TrainingDiverged(divergence_message());
         }
         after_step();
         return last_loss_;
@@ -190,6 +203,7 @@ public:
     /// Mean loss, perplexity and bits per byte over the validation set (or eval_batches of it).
     EvalResult evaluate() {
         MT_CHECK(data_->has_val(), "evaluate: no val_data was given");
+        Autocast autocast(precision_);
         NoGrad<Backend> no_grad(*graph_);
         graph_->set_training(false);
         data_->val_reset();
@@ -248,6 +262,9 @@ public:
     }
 
     Model& model() { return *model_; }
+    /// The precision the products run in (from cfg.dtype) and, for fp16, the loss scaler.
+    Precision precision() const { return precision_; }
+    const GradScaler* grad_scaler() const { return scaler_ ? &*scaler_ : nullptr; }
     const StepGuard& guard() const { return guard_; }
     Comm& comm() const { return *comm_; }
     /// Whether the last train_step applied its update (false: skipped by the guard).
@@ -273,10 +290,14 @@ private:
         MT_CHECK(cfg_.epochs >= 1 || cfg_.max_steps > 0, "epochs must be at least 1 (or give max_steps), got ", cfg_.epochs);
         MT_CHECK(cfg_.learning_rate > 0, "learning_rate must be positive, got ", cfg_.learning_rate);
         MT_CHECK(cfg_.vocab_size >= 1, "vocab_size must be positive, got ", cfg_.vocab_size);
-        MT_CHECK(cfg_.dtype == "f32" || Backend::device != Device::cpu,
-                 "dtype ", cfg_.dtype, " needs the CUDA backend; the CPU backend trains in f32");
-        MT_CHECK(cfg_.dtype == "f32" || cfg_.dtype == "bf16" || cfg_.dtype == "fp16",
-                 "dtype must be f32, bf16 or fp16, got ", cfg_.dtype);
+        MT_CHECK(precision_ != Precision::fp16 || Backend::device != Device::cpu,
+                 "dtype fp16: the CPU backend has no fast half-precision arithmetic (no fp16 kernels; this CPU ",
+                 cpu::bf16gemm::has_avx512_bf16() ? "has AVX512-BF16" : "lacks AVX512-BF16 too",
+                 "), so bf16 is this CPU's fast type: use --dtype bf16 (f32's exponent range, no loss scaling needed)");
+        // The scaler tests the whole gradient slab for Inf/NaN; under ZeRO-1 only each rank's shard is reduced, so
+        // ranks could disagree on whether to skip.
+        MT_CHECK(precision_ != Precision::fp16 || cfg_.zero_stage == 0, "dtype fp16 with zero_stage 1: the loss "
+                 "scaler needs the whole reduced gradient on every rank; use zero_stage 0 or dtype bf16");
         MT_CHECK(cfg_.threads >= 0, "threads must be >= 0 (0: OpenMP's default), got ", cfg_.threads);
         MT_CHECK(cfg_.max_steps >= 0, "max_steps must be >= 0 (0: run for epochs), got ", cfg_.max_steps);
         MT_CHECK(cfg_.total_batch_tokens >= 0, "total_batch_tokens must be >= 0 (0: use accumulation_steps), got ",
@@ -481,6 +502,7 @@ private:
                     "agree with an uninterrupted run to rounding, not bit for bit");
             check_resume(*latest, s);
             if (s.extra.contains("guard")) guard_.restore(s.extra["guard"], latest->string());
+            if (scaler_ && s.extra.contains("grad_scaler")) scaler_->restore(s.extra["grad_scaler"], latest->string());
             if (s.extra.contains("total_steps") && s.extra["total_steps"].get<std::int64_t>() != total_steps_)
                 say("note: the checkpoint's run had ", s.extra["total_steps"].get<std::int64_t>(), " steps, this one has ",
                     total_steps_, ": the learning-rate schedule is stretched from here on");
@@ -585,6 +607,11 @@ private:
             std::snprintf(line, sizeof line, " | skipped %lld", (long long)guard_.skipped());
             s += line;
         }
+        if (scaler_) {
+            std::snprintf(line, sizeof line, " | loss scale %g | overflow skips %lld", scaler_->scale(),
+                          (long long)scaler_->skipped());
+            s += line;
+        }
         if (last_verdict_ != StepGuard::Verdict::apply)
             s += last_verdict_ == StepGuard::Verdict::non_finite ? " | SKIPPED: not finite" : " | SKIPPED: outlier";
         say(s);
@@ -592,6 +619,10 @@ private:
                             {"grad_norm", last_norm_}, {"tokens_per_s", last_tokens_per_s_}, {"epoch", data_->epoch()}};
         if (Net::moe) j["aux_loss"] = last_aux_;
         j["skipped_steps"] = guard_.skipped();
+        if (scaler_) {
+            j["loss_scale"] = scaler_->scale();
+            j["overflow_skips"] = scaler_->skipped();
+        }
         if (last_verdict_ != StepGuard::Verdict::apply)
             j["skipped"] = last_verdict_ == StepGuard::Verdict::non_finite ? "non_finite" : "outlier";
         for (const Metric& m : last_metrics_)
@@ -619,6 +650,7 @@ private:
 
     void log_sample() {
         if (!comm_->is_root()) return;
+        Autocast autocast(precision_);
         std::vector<std::int32_t> prompt = sample_prompt;
         if (prompt.empty()) {
             auto p = objective_->sample_prompt(std::min(8, cfg_.max_seq_len - 1));
@@ -654,6 +686,7 @@ private:
                    {"accumulation_steps", cfg_.accumulation_steps}, {"batch_size", cfg_.batch_size},
                    {"max_seq_len", cfg_.max_seq_len}, {"seed", cfg_.seed}, {"run", run_record()},
                    {"guard", guard_.state()}};
+        if (scaler_) s.extra["grad_scaler"] = scaler_->state();
         return s;
     }
 
@@ -683,6 +716,8 @@ private:
     StepTimer timer_;
     StepGuard guard_;
     StepGuard::Verdict last_verdict_ = StepGuard::Verdict::apply;
+    Precision precision_ = Precision::f32;
+    std::optional<GradScaler> scaler_;  // fp16 only
     std::int64_t step_ = 0, total_steps_ = 0;
     double last_loss_ = 0, last_aux_ = 0, last_norm_ = 0, last_lr_ = 0, last_tokens_per_s_ = 0;
     Metric last_metrics_[4];  // the task's own numbers (DPO: rewards), averaged over the last step

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/precision.hpp"
 
 #if defined(MINITRAIN_CUDA_PROGRAMS)
 #include <cuda_runtime_api.h>
@@ -80,11 +81,15 @@ std::unique_ptr<AnyChat> chat(std::string_view preset, const std::string& dir, c
 
 }  // namespace cuda_programs
 
-/// Throws minitrain::Error with the reason when `device` cannot run `preset` in this build and on this
-/// machine, and when a CUDA run is asked of more than one process. Does nothing for the CPU.
-inline void check_device(const std::string& device, std::string_view preset, int world_size = 1) {
+/// Throws minitrain::Error with the reason when `device` cannot run `preset` at `dtype` in this build and
+/// on this machine, and when a CUDA run is asked of more than one process. Does nothing for the CPU.
+inline void check_device(const std::string& device, std::string_view preset, int world_size = 1,
+                         std::string_view dtype = "f32") {
     if (device == "cpu") return;
     MT_CHECK(device == "cuda", "--device ", device, ": expected cpu or cuda");
+    MT_CHECK(parse_precision(dtype) == Precision::f32, "--dtype ", dtype, " --device cuda: the CUDA kernels compute "
+             "in f32 only so far (bf16 and fp16 on the GPU are still to come); use --dtype f32 on the GPU, or --dtype "
+             "bf16 on the CPU");
 #if !defined(MINITRAIN_HAS_CUDA)
     (void)preset, (void)world_size;
     detail::fail("--device cuda: this build of minitrain has no CUDA backend (CMake found no CUDA compiler and toolkit, "

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/precision.hpp"
 
 namespace minitrain {
 
@@ -178,6 +179,17 @@ public:
         set_choices(std::move(choices), target);
     }
 
+    /// --dtype (or another name): every spelling of core/precision.hpp (bf16 / bfloat16, fp16 / float16 /
+    /// half, f32 / fp32 / float32) is accepted and stored as its canonical name (f32, bf16, fp16).
+    void bind_dtype(std::string_view name, std::string& target, std::string_view help) {
+        bind(name, target, help);
+        std::vector<std::string> canon;
+        for (const auto& [spelling, c] : precision_spellings())
+            if (spelling == c) canon.push_back(c);
+        set_choices(canon, target);
+        flags_.back().aliases = precision_spellings();
+    }
+
     /// Marks a declared flag as required: parse() fails when it is not given, and usage() says so
     /// instead of showing a default.
     void require(std::string_view name) {
@@ -278,6 +290,7 @@ private:
         Target target;
         std::variant<int, std::int64_t, std::uint64_t, double, bool, std::string> owned;  // for add()
         std::vector<std::string> choices;  // string flags: the allowed values (empty: any)
+        std::vector<std::pair<std::string, std::string>> aliases;  // other spellings of the choices
         bool set = false;
         bool required = false;
     };
@@ -358,9 +371,13 @@ private:
                 } else if constexpr (std::is_same_v<T, double>) {
                     *p = parse_flag_real(value, f.name);
                 } else if constexpr (std::is_same_v<T, std::string>) {
+                    for (const auto& [spelling, canon] : f.aliases)
+                        if (value == spelling) value = canon;
                     if (!allowed(f, value)) {
                         std::string list;
                         for (const auto& c : f.choices) list += (list.empty() ? "" : ", ") + c;
+                        for (const auto& a : f.aliases)
+                            if (a.first != a.second) list += ", " + a.first;
                         detail::fail("--", f.name, ": expected one of ", list, ", got '", value, "'");
                     }
                     *p = std::string(value);

@@ -191,7 +191,7 @@ public:
             f.bind("init_seed", cfg.init_seed, "seed of the random initialization");
         }
         f.bind("dropout", cfg.dropout, "dropout probability");
-        f.bind_choice("dtype", cfg.dtype, {"f32", "bf16", "fp16"}, "training precision (the CPU trains in f32)");
+        f.bind_dtype("dtype", cfg.dtype, "training precision: f32, bf16 (autocast: bf16 matmuls, f32 master weights; fast on CPUs with AVX512-BF16) or fp16 (loss scaling; CUDA)");
 
         f.section("Length");
         f.bind("epochs", cfg.epochs, "passes over the training data (when --max_steps is 0)");

@@ -145,10 +145,10 @@ inline void attention_forward(CPU, const Tensor& out, const Tensor& lse, const T
             const std::int64_t nk = d.first_pos + i0 + R;  // keys visible to the tile's last row
             const std::int64_t q_off = ((b * d.Tq + i0) * d.H + h) * d.D, kv_off = (b * d.Tk * d.KV + h / d.G) * d.D;
             T* S = scratch.data<T>() + thread_id() * scratch.shape[1];  // (R, nk) scores, then probabilities
-            cpu::gemm<T>(false, true, R, nk, d.D, Q + q_off, qs, K + kv_off, ks, S, nk, false);
+            cpu::autocast_gemm<T>(false, true, R, nk, d.D, Q + q_off, qs, K + kv_off, ks, S, nk, false);
             for (std::int64_t r = 0; r < R; ++r)
                 LSE[(b * d.H + h) * d.Tq + i0 + r] = softmax_row(S + r * nk, nk, d.first_pos + i0 + r + 1, T(scale));
-            cpu::gemm<T>(false, false, R, d.D, nk, S, nk, V + kv_off, ks, O + q_off, qs, false);
+            cpu::autocast_gemm<T>(false, false, R, d.D, nk, S, nk, V + kv_off, ks, O + q_off, qs, false);
         }
     });
 }
@@ -196,12 +196,12 @@ inline void attention_backward(CPU, GradOut dq, GradOut dk, GradOut dv, const Te
                     const std::int64_t R = std::min(tile_rows, d.Tq - i0), nk = d.first_pos + i0 + R;
                     const std::int64_t q_off = ((b * d.Tq + i0) * d.H + h) * d.D;
                     const T* lse_row = LSE + (b * d.H + h) * d.Tq + i0;
-                    cpu::gemm<T>(false, true, R, nk, d.D, Q + q_off, qs, K + kv_off, ks, P, nk, false);
+                    cpu::autocast_gemm<T>(false, true, R, nk, d.D, Q + q_off, qs, K + kv_off, ks, P, nk, false);
                     for (std::int64_t r = 0; r < R; ++r)
                         probability_row(P + r * nk, nk, d.first_pos + i0 + r + 1, T(scale), lse_row[r]);
-                    if (dv) cpu::gemm<T>(true, false, nk, d.D, R, P, nk, dO + q_off, qs, dV + kv_off, ks, true);
+                    if (dv) cpu::autocast_gemm<T>(true, false, nk, d.D, R, P, nk, dO + q_off, qs, dV + kv_off, ks, true);
                     if (!dq && !dk) continue;
-                    cpu::gemm<T>(false, true, R, nk, d.D, dO + q_off, qs, V + kv_off, ks, dS, nk, false);
+                    cpu::autocast_gemm<T>(false, true, R, nk, d.D, dO + q_off, qs, V + kv_off, ks, dS, nk, false);
                     for (std::int64_t r = 0; r < R; ++r) {
                         // rowsum(dP * P) = dout . out: the softmax Jacobian's shared term, from saved rows.
                         const T delta =
@@ -210,9 +210,9 @@ inline void attention_backward(CPU, GradOut dq, GradOut dk, GradOut dv, const Te
                         ds = Vec<T>(P + r * nk, nk) * (ds - delta) * T(scale);
                     }
                     if (dq)
-                        cpu::gemm<T>(false, false, R, d.D, nk, dS, nk, K + kv_off, ks, dQ + q_off, qs,
+                        cpu::autocast_gemm<T>(false, false, R, d.D, nk, dS, nk, K + kv_off, ks, dQ + q_off, qs,
                                      dq.accumulate || dq_shared);
-                    if (dk) cpu::gemm<T>(true, false, nk, d.D, R, dS, nk, Q + q_off, qs, dK + kv_off, ks, true);
+                    if (dk) cpu::autocast_gemm<T>(true, false, nk, d.D, R, dS, nk, Q + q_off, qs, dK + kv_off, ks, true);
                 }
         }
     });

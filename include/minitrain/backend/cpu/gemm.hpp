@@ -25,7 +25,9 @@
 #include <Eigen/Core>
 
 #include "../../core/error.hpp"
+#include "../../core/precision.hpp"
 #include "gemm_avx512.hpp"
+#include "gemm_bf16.hpp"
 
 namespace minitrain::cpu {
 
@@ -131,6 +133,34 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
     else
 #endif
         detail::eigen_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+/// The product a model's matmul runs (linear, attention, LoRA): gemm in the precision of the Autocast scope
+/// (core/precision.hpp). bf16 rounds both inputs to bf16 and accumulates in f32: the vdpbf16ps kernel where
+/// the CPU has AVX512-BF16, else the rounded copies through the f32 kernel (the same values up to the order
+/// of the f32 additions). f64 (the tests' reference) ignores the scope.
+template <class T>
+void autocast_gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const T* A,
+                   std::int64_t lda, const T* B, std::int64_t ldb, T* C, std::int64_t ldc, bool accumulate) {
+    if constexpr (std::is_same_v<T, float>) {
+        const Precision p = matmul_precision();
+        if (p == Precision::bf16) {
+            if (M == 0 || N == 0) return;
+            if (K == 0) {
+                if (!accumulate)
+                    for (std::int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, std::size_t(N) * sizeof(float));
+                return;
+            }
+#if defined(MINITRAIN_BF16_KERNEL)
+            if (bf16gemm::has_avx512_bf16())
+                return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#endif
+            return bf16gemm::gemm_rounded(gemm<float>, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+        }
+        MT_CHECK(p == Precision::f32, "cpu::gemm: fp16 products need fast half arithmetic, which the CPU backend does not "
+                 "have; bf16 is this CPU's fast type (--dtype bf16)");
+    }
+    gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 }  // namespace minitrain::cpu

@@ -58,6 +58,11 @@ inline bool has_avx512_bf16() {
 #if defined(MINITRAIN_BF16_KERNEL)
 
 #define MT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#if defined(__CUDACC__)
+#define MT_BF16_UNROLL  // nvcc warns on GCC's unroll pragma; a .cu file's copy of the kernel may be unrolled less
+#else
+#define MT_BF16_UNROLL _Pragma("GCC unroll 12")
+#endif
 
 inline constexpr int MR = 12;               // rows of C per micro-tile
 inline constexpr int NR = 32;               // columns of C per micro-tile
@@ -125,11 +130,11 @@ template <int Rows>
 MT_BF16_TARGET void micro_kernel(std::int64_t kp, const std::uint32_t* __restrict a, const std::uint32_t* __restrict b,
                                  float* c, std::int64_t ldc, __mmask16 cols0, __mmask16 cols1, bool add) {
     __m512 acc0[Rows], acc1[Rows];
-#pragma GCC unroll 12
+MT_BF16_UNROLL
     for (int i = 0; i < Rows; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
     for (std::int64_t p = 0; p < kp; ++p) {
         const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
-#pragma GCC unroll 12
+MT_BF16_UNROLL
         for (int i = 0; i < Rows; ++i) {
             const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[i]));
             acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
@@ -138,7 +143,7 @@ MT_BF16_TARGET void micro_kernel(std::int64_t kp, const std::uint32_t* __restric
         a += MR;
         b += NR;
     }
-#pragma GCC unroll 12
+MT_BF16_UNROLL
     for (int i = 0; i < Rows; ++i) {
         float* ci = c + i * ldc;
         if (add) {
@@ -262,6 +267,7 @@ inline void gemm_avx512bf16(bool trans_a, bool trans_b, std::int64_t M, std::int
 }
 
 #undef MT_BF16_TARGET
+#undef MT_BF16_UNROLL
 
 #endif  // MINITRAIN_BF16_KERNEL
 

@@ -1,6 +1,7 @@
 // minitrain/backend/cpu/linear.hpp
 // Linear layer and plain matrix product on the CPU, through cpu::gemm (Eigen's kernels, our threads and
-// packing buffers). Transposed operands are read in place, never copied.
+// packing buffers). Transposed operands are read in place, never copied. The f32 products go through
+// cpu::autocast_gemm, so inside an Autocast(bf16) scope they take bf16 inputs (core/precision.hpp).
 // N = rows (batch x time), K = input features, M = output features.
 #pragma once
 
@@ -16,7 +17,7 @@ inline void linear_forward(CPU, const Tensor& y, const Tensor& x, const Tensor& 
              " features");
     check_shape(y, [&] { Shape s = x.shape; s.dims[s.rank - 1] = M; return s; }(), "linear", "output");
     dispatch_floating(x.dtype, "linear", [&]<class T>() {
-        cpu::gemm<T>(false, true, N, M, K, x.data<T>(), K, w.data<T>(), K, y.data<T>(), M, false);
+        cpu::autocast_gemm<T>(false, true, N, M, K, x.data<T>(), K, w.data<T>(), K, y.data<T>(), M, false);
     });
 }
 
@@ -25,8 +26,8 @@ inline void linear_backward(CPU, GradOut dx, GradOut dw, const Tensor& x, const 
     const std::int64_t N = x.shape.rows(), K = x.shape.cols(), M = w.shape[0];
     dispatch_floating(x.dtype, "linear_backward", [&]<class T>() {
         const T* DY = dy.data<T>();
-        if (dx) cpu::gemm<T>(false, false, N, K, M, DY, M, w.data<T>(), K, dx.t.data<T>(), K, dx.accumulate);
-        if (dw) cpu::gemm<T>(true, false, M, K, N, DY, M, x.data<T>(), K, dw.t.data<T>(), K, dw.accumulate);
+        if (dx) cpu::autocast_gemm<T>(false, false, N, K, M, DY, M, w.data<T>(), K, dx.t.data<T>(), K, dx.accumulate);
+        if (dw) cpu::autocast_gemm<T>(true, false, M, K, N, DY, M, x.data<T>(), K, dw.t.data<T>(), K, dw.accumulate);
     });
 }
 
@@ -37,7 +38,7 @@ inline void matmul_forward(CPU, const Tensor& c, const Tensor& a, const Tensor& 
     check_shape(c, Shape{a.shape[0], b.shape[1]}, "matmul", "output");
     const std::int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1];
     dispatch_floating(a.dtype, "matmul", [&]<class T>() {
-        cpu::gemm<T>(false, false, M, N, K, a.data<T>(), K, b.data<T>(), N, c.data<T>(), N, false);
+        cpu::autocast_gemm<T>(false, false, M, N, K, a.data<T>(), K, b.data<T>(), N, c.data<T>(), N, false);
     });
 }
 
@@ -46,8 +47,8 @@ inline void matmul_backward(CPU, GradOut da, GradOut db, const Tensor& a, const 
     const std::int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1];
     dispatch_floating(a.dtype, "matmul_backward", [&]<class T>() {
         const T* DC = dc.data<T>();
-        if (da) cpu::gemm<T>(false, true, M, K, N, DC, N, b.data<T>(), N, da.t.data<T>(), K, da.accumulate);
-        if (db) cpu::gemm<T>(true, false, K, N, M, a.data<T>(), K, DC, N, db.t.data<T>(), N, db.accumulate);
+        if (da) cpu::autocast_gemm<T>(false, true, M, K, N, DC, N, b.data<T>(), N, da.t.data<T>(), K, da.accumulate);
+        if (db) cpu::autocast_gemm<T>(true, false, K, N, M, a.data<T>(), K, DC, N, db.t.data<T>(), N, db.accumulate);
     });
 }
 
