@@ -51,6 +51,7 @@
 #include "../core/error.hpp"
 #include "../tokenizer/tokenizer.hpp"
 #include "atomic_file.hpp"
+#include "hf_folder.hpp"  // default_chat_template
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -83,18 +84,6 @@ struct GgufExportReport {
     int bos = -1, eos = -1, pad = -1;
 };
 
-/// ChatML, as MiniMind's tokenizer_config.json writes it without tools: a system turn (a default one when
-/// the conversation has none), then <|im_start|>role\ncontent<|im_end|>\n per message.
-inline const char* const default_chat_template =
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else -%}{{- '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{%- if not (loop.first and message['role'] == 'system') -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' }}{%- endif -%}";
-
 namespace gguf {
 
 // ---- the format ----------------------------------------------------------------------------------
@@ -115,22 +104,7 @@ inline constexpr std::int32_t token_normal = 1, token_control = 3, token_user_de
 inline constexpr std::uint32_t version = 3;
 inline constexpr std::uint64_t alignment = 32;
 
-/// f32 -> IEEE half, round to nearest even; overflow to Inf, NaN kept quiet.
-inline std::uint16_t f32_to_f16(float f) {
-    std::uint32_t x;
-    std::memcpy(&x, &f, 4);
-    const std::uint16_t sign = std::uint16_t((x >> 16) & 0x8000u);
-    std::uint32_t a = x & 0x7fffffffu;
-    if (a >= 0x7f800000u) return sign | (a > 0x7f800000u ? 0x7e00 : 0x7c00);
-    if (a >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 rounds to Inf
-    if (a < 0x38800000u) {                        // below 2^-14: a subnormal half, in units of 2^-24
-        float v;
-        std::memcpy(&v, &a, 4);
-        return sign | std::uint16_t(std::nearbyint(v * 16777216.0f));  // default rounding: nearest even
-    }
-    a += 0xc8000fffu + ((a >> 13) & 1u);  // exponent 127 -> 15 bias, plus round to nearest even
-    return sign | std::uint16_t(a >> 13);
-}
+using detail::f32_to_f16;  // io/safetensors.hpp
 
 /// A GGUF file being assembled in memory order: metadata, then tensors, then write().
 class Writer {
@@ -317,49 +291,7 @@ inline std::optional<int> named_token(const Tokenizer& tok, const nlohmann::json
     return {};
 }
 
-/// The weights of a folder: model.safetensors, or the shards listed by model.safetensors.index.json
-/// ({"weight_map": {"<tensor>": "model-00001-of-00002.safetensors", ...}}), as transformers writes them.
-class FolderTensors {
-public:
-    explicit FolderTensors(const std::filesystem::path& dir) {
-        const auto single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-        if (std::filesystem::exists(single) || !std::filesystem::exists(index)) {
-            files_.push_back(std::make_unique<SafeTensors>(single));
-        } else {
-            const nlohmann::json j = read_json(index);
-            MT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
-                     ": weight_map is missing or not an object");
-            std::map<std::string, std::size_t> shard_of_file;
-            for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-                MT_CHECK(it->is_string(), index.string(), ": weight_map[\"", it.key(), "\"] must be a file name");
-                const std::string f = it->get<std::string>();
-                MT_CHECK(f.find('/') == std::string::npos && f != ".." && !f.empty(), index.string(), ": weight_map[\"",
-                         it.key(), "\"] = \"", f, "\" is not a file of the folder");
-                if (!shard_of_file.count(f)) {
-                    shard_of_file[f] = files_.size();
-                    files_.push_back(std::make_unique<SafeTensors>(dir / f));
-                }
-            }
-        }
-        for (std::size_t i = 0; i < files_.size(); ++i)
-            for (const auto& n : files_[i]->names()) {
-                MT_CHECK(!where_.count(n), files_[i]->path().string(), ": tensor \"", n, "\" is also in another shard");
-                where_[n] = i;
-                names_.push_back(n);
-            }
-    }
-    bool contains(const std::string& n) const { return where_.count(n) != 0; }
-    const SafeTensors& file(const std::string& n) const {
-        MT_CHECK(contains(n), files_[0]->path().parent_path().string(), ": no tensor \"", n, "\"");
-        return *files_[where_.at(n)];
-    }
-    const std::vector<std::string>& names() const { return names_; }
-
-private:
-    std::vector<std::unique_ptr<SafeTensors>> files_;  // SafeTensors holds a mapping: not moved
-    std::map<std::string, std::size_t> where_;
-    std::vector<std::string> names_;
-};
+using FolderTensors = SafeTensorsFolder;  // io/safetensors.hpp
 
 }  // namespace gguf
 
