@@ -170,6 +170,55 @@ TEST_CASE("hf_config: an MoE policy is a MiniMind config with its MoE keys") {
     CHECK_FALSE(config_mismatch<TinyMoEModel>(j).empty());
 }
 
+TEST_CASE("hf_config: q/k-norm policies are Qwen3 / Qwen3-MoE configs, as MiniMind's convert script writes MiniMind-3") {
+    // scripts/convert_model.py (jingyaogong/minimind HEAD): Qwen3Config(vocab_size, hidden_size, intermediate_size,
+    // num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, max_position_embeddings, rms_norm_eps,
+    // rope_theta, tie_word_embeddings, use_sliding_window=False, sliding_window=None); for MoE Qwen3MoeConfig with
+    // num_experts, num_experts_per_tok, moe_intermediate_size, norm_topk_prob.
+    const ModelConfig rc{6400, 8192};
+    json j = hf_config<MiniMind3>(rc);
+    CHECK(j.at("architectures") == json::array({"Qwen3ForCausalLM"}));
+    CHECK(j.at("model_type") == "qwen3");
+    CHECK(j.at("hidden_size") == 768);
+    CHECK(j.at("intermediate_size") == 2432);
+    CHECK(j.at("num_attention_heads") == 8);
+    CHECK(j.at("num_key_value_heads") == 4);
+    CHECK(j.at("head_dim") == 96);
+    CHECK(j.at("rms_norm_eps").get<double>() == 1e-6);
+    CHECK(j.at("rope_theta").get<double>() == 1e6);
+    CHECK(j.at("tie_word_embeddings") == true);
+    CHECK(j.at("use_sliding_window") == false);
+    CHECK(j.at("sliding_window").is_null());
+    CHECK_FALSE(j.contains("use_moe"));
+    CHECK(config_mismatch<MiniMind3>(j, &rc).empty());
+    CHECK(contains(config_mismatch<MiniMind2Small>(j), "model_type is \"qwen3\" (with q_norm / k_norm"));
+    json llama = j;
+    llama["model_type"] = "llama";
+    CHECK(contains(config_mismatch<MiniMind3>(llama), "model_type is \"llama\" (without q_norm / k_norm in every attention "
+                                                      "layer), the compiled model is with them"));
+
+    json m = hf_config<MiniMind3MoE>(rc);
+    CHECK(m.at("architectures") == json::array({"Qwen3MoeForCausalLM"}));
+    CHECK(m.at("model_type") == "qwen3_moe");
+    CHECK(m.at("num_experts") == 4);
+    CHECK(m.at("num_experts_per_tok") == 1);
+    CHECK(m.at("moe_intermediate_size") == 2432);
+    CHECK(m.at("norm_topk_prob") == true);
+    CHECK(m.at("router_aux_loss_coef").get<double>() == 5e-4);
+    CHECK(m.at("decoder_sparse_step") == 1);
+    CHECK(m.at("mlp_only_layers") == json::array());
+    CHECK_FALSE(m.contains("n_shared_experts"));
+    CHECK(config_mismatch<MiniMind3MoE>(m, &rc).empty());
+    // Qwen3MoeConfig's defaults are not MiniMind-3's: a file relying on them is another model.
+    json d = m;
+    d.erase("num_experts");
+    CHECK(contains(config_mismatch<MiniMind3MoE>(d), "num_experts is absent, which means 128 (Qwen3MoeConfig default)"));
+    d = m;
+    d["mlp_only_layers"] = json::array({0});
+    CHECK(contains(config_mismatch<MiniMind3MoE>(d), "mlp_only_layers is [0]"));
+    CHECK(contains(config_mismatch<MiniMind3>(m), "model_type is \"qwen3_moe\", the compiled model is dense"));
+}
+
 TEST_CASE("config_mismatch: every architectural key is checked and named with both values") {
     struct Case {
         const char* key;
@@ -278,7 +327,7 @@ TEST_CASE("config_mismatch: missing keys take HF's defaults; the sizes are requi
 // ---- model folders --------------------------------------------------------------------------------------
 
 TEST_CASE_TEMPLATE("save_pretrained / load_pretrained: a fresh model gets every parameter bit for bit", Net, TinyModel,
-                   TinyMoEModel) {
+                   TinyMoEModel, TinyQKNormModel) {
     TempDir tmp;
     const fs::path dir = tmp / "nested" / "model";  // created by save_pretrained
     Transformer<Net> a(tiny_rc);
@@ -923,6 +972,13 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
     Transformer<TinyMoEModel> moe(rc);
     moe.init(72);
     save_pretrained(tmp / "moe", moe);
+    Transformer<TinyQKNormModel> qk(rc);  // a Qwen3ForCausalLM folder (MiniMind-3's attention)
+    qk.init(74);
+    for (auto& p : qk.params().all())  // gains of 1 would not show a q_norm / k_norm mix-up
+        if (p.name.ends_with("q_norm.weight") || p.name.ends_with("k_norm.weight"))
+            for (std::int64_t i = 0; i < p.shape.numel(); ++i)
+                p.var.data.data<float>()[i] = 0.5f + 0.1f * float(i) + (p.name.ends_with("k_norm.weight") ? 0.3f : 0.0f);
+    save_pretrained(tmp / "qknorm", qk);
 
     // Two sequences of 7 tokens; the reference's default targets are the next tokens, the last ignored.
     Rng rng{73};
@@ -937,8 +993,9 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
             targets.data<std::int32_t>()[b * 7 + t] = t < 6 ? ids.data<std::int32_t>()[b * 7 + t + 1] : -100;
         }
 
-    // One Python process runs the script's CLI four times through its main(argv), so torch is imported
-    // once: eval of our dense folder, eval of our MoE folder, `init` of a PyTorch-written folder, its eval.
+    // One Python process runs the script's CLI five times through its main(argv), so torch is imported
+    // once: eval of our dense folder, eval of our MoE folder, `init` of a PyTorch-written folder, its eval,
+    // eval of our q/k-norm (Qwen3) folder.
     // Each prints one JSON line.
     const std::string ids_list = "'--ids', '" + ids_arg + "'";
     std::ostringstream cmd;
@@ -949,7 +1006,8 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
         << "m.main(['init', '" << (tmp / "torch").string() << "', '--seed', '5', '--vocab_size', '64', "
         << "'--hidden_size', '32', '--num_hidden_layers', '2', '--num_attention_heads', '4', "
         << "'--num_key_value_heads', '2', '--max_position_embeddings', '16']); "
-        << "m.main(['eval', '" << (tmp / "torch").string() << "', " << ids_list << "])\" 2>&1";
+        << "m.main(['eval', '" << (tmp / "torch").string() << "', " << ids_list << "]); "
+        << "m.main(['eval', '" << (tmp / "qknorm").string() << "', " << ids_list << "])\" 2>&1";
     const std::string out = run_python(cmd.str());
     if (contains(out, "No module named 'torch'")) {
         MESSAGE("skipped: ", python, " has no torch module");
@@ -964,8 +1022,8 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
         }
     }
     INFO("python output: ", out);
-    REQUIRE(results.size() == 4);
-    for (int i : {0, 1, 3}) REQUIRE(results[std::size_t(i)].contains("logits"));
+    REQUIRE(results.size() == 5);
+    for (int i : {0, 1, 3, 4}) REQUIRE(results[std::size_t(i)].contains("logits"));
     auto flat = [](const json& logits) {
         std::vector<double> v;
         for (auto& row : logits)
@@ -986,6 +1044,7 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
     };
     compare(dense, results[0], "dense (ours, read by PyTorch)");
     compare(moe, results[1], "MoE (ours, read by PyTorch)");
+    compare(qk, results[4], "q/k norm, a Qwen3 folder (ours, read by PyTorch)");
 
     // The PyTorch-written folder (no "minitrain" key, its own key order and extras) loads here.
     Transformer<TinyModel> theirs(load_model_config(tmp / "torch"));

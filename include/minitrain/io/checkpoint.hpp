@@ -1,11 +1,17 @@
 // minitrain/io/checkpoint.hpp
 // Model folders and training checkpoints.
 //
-//   save_pretrained / load_pretrained    DIR/config.json + DIR/model.safetensors: a Hugging Face model
-//                                        folder (HF parameter names, F32, lm_head tied and not stored),
-//                                        which transformers' LlamaForCausalLM (dense) and our PyTorch
-//                                        reference (tests/golden/minimind_ref.py) load as is.
-//   save_checkpoint / load_checkpoint    the same two files + DIR/training_state.safetensors: optimizer
+//   save_pretrained / load_pretrained    a Hugging Face model folder: config.json (Llama or Qwen3 naming,
+//                                        torch_dtype, token ids), model.safetensors (HF parameter names,
+//                                        F32 / BF16 / F16, lm_head tied and not stored),
+//                                        generation_config.json and, given the run's tokenizer,
+//                                        tokenizer.json, tokenizer_config.json, special_tokens_map.json
+//                                        (io/hf_folder.hpp): what transformers' AutoModelForCausalLM /
+//                                        AutoTokenizer and our PyTorch reference (tests/golden/
+//                                        minimind_ref.py) load as is. load_pretrained also reads folders
+//                                        transformers wrote: BF16 / F16 weights, sharded
+//                                        model-0000X-of-0000N.safetensors with model.safetensors.index.json.
+//   save_checkpoint / load_checkpoint    the same files (weights always F32) + DIR/training_state.safetensors: optimizer
 //                                        state slabs ("optimizer.exp_avg", ...) and, as JSON metadata,
 //                                        step counters, RNG, data position and the run's settings.
 //   checkpoint_dir, list_checkpoints, latest_checkpoint, prune_checkpoints

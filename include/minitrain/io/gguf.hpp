@@ -25,6 +25,9 @@
 //     "llama-bpe" for a Split with the GPT-4 regex; bos / eos / padding ids written explicitly (without
 //     them llama.cpp falls back to GPT-2's ids), add_bos_token false (MiniMind never adds one).
 //   - 1-D tensors (the RMSNorm weights) stay F32 whatever the dtype; tied embeddings: no output.weight.
+//   - a model with q/k norm (MiniMind-3, a Qwen3ForCausalLM folder) is arch "qwen3": the same keys under
+//     "qwen3.", rotate-half RoPE (NEOX) so q_proj / k_proj go out unpermuted, and blk.N.attn_q_norm /
+//     attn_k_norm (F32, D values) as llama.cpp's Qwen3 converter writes them.
 //
 // Dimension legend: V = vocabulary rows, C = hidden, H / KV = query / key-value heads, D = head_dim,
 // F = intermediate (FFN) size.
@@ -295,7 +298,8 @@ using FolderTensors = SafeTensorsFolder;  // io/safetensors.hpp
 
 }  // namespace gguf
 
-/// Writes `out` (GGUF v3, arch "llama") from the model folder `dir`: config.json (LlamaForCausalLM keys),
+/// Writes `out` (GGUF v3, arch "llama", or "qwen3" for a model with q_norm / k_norm) from the model folder
+/// `dir`: config.json (LlamaForCausalLM or Qwen3ForCausalLM keys),
 /// model.safetensors or transformers' shards with model.safetensors.index.json (F32, BF16 or F16), the tokenizer (options.tokenizer or dir/tokenizer.json), with
 /// dir/tokenizer_config.json's chat_template and special tokens when the file is there. Token ids, in
 /// order: tokenizer_config.json's bos/eos/pad tokens, config.json's *_token_id, then <|im_start|>,
@@ -312,10 +316,10 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     // ---- architecture --------------------------------------------------------------------------
     const std::string model_type = cfg.value("model_type", std::string("llama"));
     const bool moe = cfg.value("use_moe", false);
-    MT_CHECK(!moe, where, ": use_moe is true: MiniMind's MoE (shared expert, its router) has no llama.cpp "
-             "architecture that computes it; export a dense model");
-    MT_CHECK(model_type == "llama" || model_type == "minimind", where, ": model_type is \"", model_type,
-             "\", GGUF export implements \"llama\" (and dense \"minimind\")");
+    MT_CHECK(!moe, where, ": use_moe is true: MoE models are not exported (MiniMind2's shared expert and its "
+             "router have no llama.cpp architecture; qwen3moe is not written); export a dense model");
+    MT_CHECK(model_type == "llama" || model_type == "minimind" || model_type == "qwen3", where, ": model_type is \"",
+             model_type, "\", GGUF export implements \"llama\", \"qwen3\" (and dense \"minimind\")");
     MT_CHECK(cfg.value("hidden_act", std::string("silu")) == "silu", where, ": hidden_act must be \"silu\"");
     MT_CHECK(!cfg.value("attention_bias", false) && !cfg.value("mlp_bias", false), where,
              ": attention_bias / mlp_bias: biases are not exported");
@@ -390,7 +394,11 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
 
     // ---- metadata ------------------------------------------------------------------------------
     gguf::Writer w;
-    const std::string arch = "llama";
+    // A model with q_norm / k_norm (model_type qwen3, or a MiniMind folder that has the tensors) is llama.cpp's
+    // qwen3: rotate-half RoPE (NEOX), so q and k are written as they are, plus attn_q_norm / attn_k_norm.
+    const gguf::FolderTensors st(dir);
+    const bool qk_norm = model_type == "qwen3" || st.contains("model.layers.0.self_attn.q_norm.weight");
+    const std::string arch = qk_norm ? "qwen3" : "llama";
     const std::uint32_t wtype = options.dtype == GgufDType::f16 ? gguf::ggml_f16
                                 : options.dtype == GgufDType::bf16 ? gguf::ggml_bf16 : gguf::ggml_f32;
     std::string name = options.name;
@@ -427,7 +435,6 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     w.add_string("tokenizer.chat_template", chat_template);
 
     // ---- tensors -------------------------------------------------------------------------------
-    const gguf::FolderTensors st(dir);
     const std::string swhere = (dir / "model.safetensors").string();
     std::map<std::string, int> used;
     auto take = [&](const std::string& hf, std::vector<std::int64_t> shape) {
@@ -460,8 +467,16 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
         const std::string p = "model.layers." + std::to_string(l) + ".";
         const std::string g = "blk." + std::to_string(l) + ".";
         put1(g + "attn_norm.weight", take(p + "input_layernorm.weight", {C}));
-        put2(g + "attn_q.weight", gguf::permute_rope_rows(take(p + "self_attn.q_proj.weight", {H * D, C}), H, C), H * D, C);
-        put2(g + "attn_k.weight", gguf::permute_rope_rows(take(p + "self_attn.k_proj.weight", {KV * D, C}), KV, C), KV * D, C);
+        auto q = take(p + "self_attn.q_proj.weight", {H * D, C}), k = take(p + "self_attn.k_proj.weight", {KV * D, C});
+        if (qk_norm) {
+            put1(g + "attn_q_norm.weight", take(p + "self_attn.q_norm.weight", {D}));
+            put1(g + "attn_k_norm.weight", take(p + "self_attn.k_norm.weight", {D}));
+        } else {  // llama: adjacent-pair RoPE
+            q = gguf::permute_rope_rows(std::move(q), H, C);
+            k = gguf::permute_rope_rows(std::move(k), KV, C);
+        }
+        put2(g + "attn_q.weight", std::move(q), H * D, C);
+        put2(g + "attn_k.weight", std::move(k), KV * D, C);
         put2(g + "attn_v.weight", take(p + "self_attn.v_proj.weight", {KV * D, C}), KV * D, C);
         put2(g + "attn_output.weight", take(p + "self_attn.o_proj.weight", {C, H * D}), C, H * D);
         put1(g + "ffn_norm.weight", take(p + "post_attention_layernorm.weight", {C}));
@@ -470,7 +485,8 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
         put2(g + "ffn_down.weight", take(p + "mlp.down_proj.weight", {C, F}), C, F);
     }
     for (const auto& n : st.names())
-        MT_CHECK(used.count(n), st.file(n).path().string(), ": tensor \"", n, "\" has no place in a llama GGUF (llama.cpp refuses extra tensors)");
+        MT_CHECK(used.count(n), st.file(n).path().string(), ": tensor \"", n, "\" has no place in a ", arch,
+                 " GGUF (llama.cpp refuses extra tensors)");
 
     w.write(out);
     rep.tensors = int(w.tensor_count());
