@@ -217,6 +217,22 @@ TEST_CASE("hf_config: q/k-norm policies are Qwen3 / Qwen3-MoE configs, as MiniMi
     d["mlp_only_layers"] = json::array({0});
     CHECK(contains(config_mismatch<MiniMind3MoE>(d), "mlp_only_layers is [0]"));
     CHECK(contains(config_mismatch<MiniMind3>(m), "model_type is \"qwen3_moe\", the compiled model is dense"));
+
+    // transformers 5 writes rope_parameters instead of rope_theta / rope_scaling, and layer_types.
+    json v5 = j;
+    v5.erase("rope_theta");
+    v5.erase("rope_scaling");
+    v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+    v5["layer_types"] = json::array();
+    for (int l = 0; l < 8; ++l) v5["layer_types"].push_back("full_attention");
+    CHECK(config_mismatch<MiniMind3>(v5, &rc).empty());
+    v5["rope_parameters"]["rope_theta"] = 1e4;
+    CHECK(contains(config_mismatch<MiniMind3>(v5), "rope_theta is 10000, the compiled model has 1e+06"));
+    v5["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e6}, {"factor", 16}};
+    CHECK(contains(config_mismatch<MiniMind3>(v5), "rope_scaling is"));
+    v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+    v5["layer_types"][7] = "sliding_attention";
+    CHECK(contains(config_mismatch<MiniMind3>(v5), "layer_types is"));
 }
 
 TEST_CASE("config_mismatch: every architectural key is checked and named with both values") {

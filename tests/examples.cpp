@@ -94,7 +94,7 @@ TEST_CASE("config.json names its preset; the quickstart's model is a preset") {
     other["minitrain"]["preset"] = "my3";
     CHECK_THROWS_WITH_AS(preset_for_config(other, "m/config.json"),
                          doctest::Contains("m/config.json: the model was trained as preset \"my3\", which this program was "
-                                           "not compiled with (the compiled presets are tiny, test, quickstart"),
+                                           "not compiled with (the compiled presets are tiny, test, test-qknorm, quickstart"),
                          Error);
     // A name that disagrees with the architecture loses to the architecture.
     j = hf_config<TinyModel>(ModelConfig{});

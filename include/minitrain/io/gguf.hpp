@@ -310,7 +310,7 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     const auto t0 = std::chrono::steady_clock::now();
     const fs::path cfg_path = dir / "config.json";
     const std::string where = cfg_path.string();
-    const nlohmann::json cfg = gguf::read_json(cfg_path);
+    const nlohmann::json cfg = detail::with_legacy_rope(gguf::read_json(cfg_path));  // transformers 5 rope_parameters
     MT_CHECK(cfg.is_object(), where, ": must be a JSON object");
 
     // ---- architecture --------------------------------------------------------------------------

@@ -65,8 +65,6 @@ struct HFTokenIds {
 /// Version of minitrain's additions to the files it writes (config.json "minitrain", training state).
 inline constexpr int checkpoint_format_version = 1;
 
-/// config.json for Net with the run-time sizes `rc`: a LlamaForCausalLM config for a dense policy, a
-/// MiniMindForCausalLM config (model_type "minimind", use_moe and the MoE keys) for an MoE policy.
 /// Which Hugging Face architecture a policy is written as: Llama for a dense model, Qwen3 for one with
 /// q/k norm (MiniMind's convert script does the same for MiniMind-3), Qwen3-MoE for an MoE model with q/k
 /// norm and no shared expert, else MiniMind's own MoE config.
@@ -261,7 +259,6 @@ private:
     std::string error_;
 };
 
-/// config_mismatch with the file name used in the message (load_pretrained passes the full path).
 /// The architectures minitrain reads (config.json "architectures").
 inline constexpr std::string_view hf_architectures[] = {"LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",
                                                         "MiniMindForCausalLM"};
@@ -284,8 +281,26 @@ inline void check_family(ConfigCheck& c) {
     c.expect_string("hidden_act", {"silu"});
 }
 
+/// transformers 5 writes RoPE as "rope_parameters": {"rope_type": "default", "rope_theta": 1e6} instead of a
+/// top-level rope_theta and rope_scaling (MiniMind's convert script rewrites it back for that reason). A copy
+/// of cfg with rope_theta taken from there when it is not given, and rope_scaling set to rope_parameters
+/// itself when its rope_type is not "default", so that both are checked like the older keys.
+inline nlohmann::json with_legacy_rope(const nlohmann::json& cfg) {
+    if (!cfg.is_object() || !cfg.contains("rope_parameters") || !cfg["rope_parameters"].is_object()) return cfg;
+    nlohmann::json out = cfg;
+    const nlohmann::json& rp = cfg["rope_parameters"];
+    if ((!cfg.contains("rope_theta") || cfg["rope_theta"].is_null()) && rp.contains("rope_theta"))
+        out["rope_theta"] = rp["rope_theta"];
+    const std::string type = rp.contains("rope_type") && rp["rope_type"].is_string() ? rp["rope_type"].get<std::string>()
+                                                                                     : std::string("default");
+    if (type != "default" && (!cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null())) out["rope_scaling"] = rp;
+    return out;
+}
+
+/// config_mismatch with the file name used in the message (load_pretrained passes the full path).
 template <ModelPolicy Net>
-std::string config_mismatch_at(const std::string& where, const nlohmann::json& cfg, const ModelConfig* runtime) {
+std::string config_mismatch_at(const std::string& where, const nlohmann::json& given, const ModelConfig* runtime) {
+    const nlohmann::json cfg = with_legacy_rope(given);
     ConfigCheck c(where, cfg);
     check_family(c);
     if (const nlohmann::json* t = c.ok() ? c.find("model_type") : nullptr) {
@@ -323,6 +338,12 @@ std::string config_mismatch_at(const std::string& where, const nlohmann::json& c
     c.expect_bool("attention_bias", false, false, "no bias in q/k/v/o_proj");
     c.expect_bool("mlp_bias", false, false, "no bias in gate/up/down_proj");
     c.expect_bool("use_sliding_window", false, false, "full attention in every layer");
+    if (const nlohmann::json* lt = c.ok() ? c.find("layer_types") : nullptr) {  // transformers 5: per layer
+        bool full = lt->is_array();
+        if (full)
+            for (const auto& t : *lt) full = full && t.is_string() && t.get<std::string>() == "full_attention";
+        if (!full) c.fail_with("layer_types is ", show_json(*lt), ", the compiled model has full attention in every layer");
+    }
     const nlohmann::json* type = c.find("model_type");
     const bool qwen3_moe = type && type->is_string() && type->get<std::string>() == "qwen3_moe";
     c.expect_bool("use_moe", Net::moe, qwen3_moe);
