@@ -8,8 +8,8 @@
 // several languages -> tokenizer (ours only) -> prepare_data -> pretrain of the "test" preset (2 layers x 32,
 // 4 query heads sharing 2 KV heads: GQA; a Llama folder, arch llama) -> export_gguf as f32, f16 and bf16
 // (ours), f32 and f16 (MiniMind2's), f32 and bf16 (minimind-3's); and of the "test-qknorm" preset (the same
-// with MiniMind-3's q/k norm: a Qwen3ForCausalLM folder, arch qwen3) with ours (f32, f16, bf16) and
-// minimind-3's (f32, f16). The presets all tie lm_head to the embedding, so every
+// with MiniMind-3's q/k norm: a Qwen3ForCausalLM folder, arch qwen3) with ours (f32, f16) and
+// minimind-3's (f32, bf16). The presets all tie lm_head to the embedding, so every
 // model here is tied (tests/gguf.cpp checks that an untied head is written as output.weight). Then, for
 // each file:
 //   1. llama.cpp's tokenization of a multilingual text (and of a ChatML turn, special tokens parsed)
@@ -104,8 +104,10 @@ const tokenizers = [];
 run("tokenizer", ["train", "--input", corpus, "--vocab_size", "700", "--output", path.join(work, "ours.json"), "--quiet"]);
 // [label, tokenizer.json, dtypes, preset]: "test" is a llama GGUF; "test-qknorm" (MiniMind-3's q/k norm) a qwen3 one.
 tokenizers.push(["ours", path.join(work, "ours.json"), ["f32", "f16", "bf16"], "test"]);
-tokenizers.push(["ours-qknorm", path.join(work, "ours.json"), ["f32", "f16", "bf16"], "test-qknorm"]);
-const dtypesOf = {minimind2: ["f32", "f16"], minimind3: ["f32", "bf16"], "minimind3-qknorm": ["f32", "f16"]};
+// ours-qknorm in bf16 met an exact near-tie (top two next-token probabilities 0.0039 and 0.0039 at step 6 of
+// a prompt) that bf16 arithmetic flips: its bf16 file is checked with minimind-3's tokenizer instead.
+tokenizers.push(["ours-qknorm", path.join(work, "ours.json"), ["f32", "f16"], "test-qknorm"]);
+const dtypesOf = {minimind2: ["f32", "f16"], minimind3: ["f32", "bf16"], "minimind3-qknorm": ["f32", "bf16"]};
 const shared = args.shared;
 for (const [name, file, preset] of [["minimind2", "minimind2", "test"], ["minimind3", "minimind3", "test"],
                                     ["minimind3-qknorm", "minimind3", "test-qknorm"]]) {
