@@ -4,8 +4,8 @@
 //
 // W += lora_alpha / r * B A for every adapted projection (adapter_config.json says which, and the rank
 // and alpha: any PEFT LoRA adapter without rslora/DoRA/bias, whatever program trained it). The output is
-// a Hugging Face folder (config.json naming the preset, model.safetensors) with the tokenizer (the
-// adapter's, else the base's), which chat, generate, eval, sft and dpo load like any other.
+// a Hugging Face folder (config.json naming the preset, model.safetensors, generation_config.json) with
+// the tokenizer and its tokenizer_config.json / special_tokens_map.json (the adapter's, else the base's), which chat, generate, eval, sft and dpo load like any other.
 #include <cstdio>
 #include <string>
 
@@ -33,20 +33,22 @@ int main(int argc, char** argv) {
         MT_CHECK(fs::exists(a / "adapter_config.json"), (a / "adapter_config.json").string(),
                  ": no such file (expected a PEFT adapter folder: lora's OUT_DIR/final)");
         const std::string preset = preset_for_folder(b);
+        // The tokenizer (the adapter's, else the base's) goes in with its side files: a complete HF folder.
+        SaveOptions files;
+        for (const fs::path& t : {a / "tokenizer.json", b / "tokenizer.json"})
+            if (fs::exists(t)) {
+                files.tokenizer = t;
+                break;
+            }
         with_preset(preset, [&]<class Net>() {
             Transformer<Net, CPU> model(load_model_config(b));
             load_pretrained(b, model);
             const int sites = merge_peft_adapter(a, model);
-            detail::write_directory_atomic(out, [&](const fs::path& tmp) { save_pretrained(tmp, model); });
+            detail::write_directory_atomic(out, [&](const fs::path& tmp) { save_pretrained(tmp, model, files); });
             std::printf("merge_lora: %s (preset %s) + %s (%d projections) -> %s\n", b.c_str(), preset.c_str(), a.c_str(),
                         sites, out.c_str());
         });
-        for (const fs::path& t : {a / "tokenizer.json", b / "tokenizer.json"})
-            if (fs::exists(t)) {
-                fs::copy_file(t, out / "tokenizer.json", fs::copy_options::overwrite_existing);
-                std::printf("merge_lora: tokenizer %s\n", t.c_str());
-                break;
-            }
+        if (!files.tokenizer.empty()) std::printf("merge_lora: tokenizer %s\n", files.tokenizer.c_str());
         return 0;
     } catch (const std::exception& e) {
         std::fflush(stdout);

@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
         flags.bind("save_interval", cfg.save_interval, "save a checkpoint every this many steps (0: at the end only)");
         flags.bind("keep_last", cfg.keep_last, "checkpoints kept (<= 0: all)");
         flags.bind("out_dir", cfg.out_dir, "where metrics, checkpoints and the final model go");
+        flags.bind("save_dtype", cfg.save_dtype, "element type of OUT_DIR/final/model.safetensors: f32, bf16 or f16 "
+                   "(checkpoints are always f32, so that a resume is exact)");
         flags.bind("resume", cfg.resume, "continue from the latest checkpoint in out_dir (if there is one)");
         flags.bind("from_resume", cfg.resume, "the same as --resume (MiniMind's name)");
         flags.bind("allow_changed_resume", cfg.allow_changed_resume,

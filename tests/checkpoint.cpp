@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include <minitrain/io/checkpoint.hpp>
+#include <minitrain/tokenizer/tokenizer.hpp>
 #include <minitrain/optim/adamw.hpp>
 #include <minitrain/optim/sgd.hpp>
 
@@ -169,6 +170,71 @@ TEST_CASE("hf_config: an MoE policy is a MiniMind config with its MoE keys") {
     CHECK_FALSE(config_mismatch<TinyMoEModel>(j).empty());
 }
 
+TEST_CASE("hf_config: q/k-norm policies are Qwen3 / Qwen3-MoE configs, as MiniMind's convert script writes MiniMind-3") {
+    // scripts/convert_model.py (jingyaogong/minimind HEAD): Qwen3Config(vocab_size, hidden_size, intermediate_size,
+    // num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, max_position_embeddings, rms_norm_eps,
+    // rope_theta, tie_word_embeddings, use_sliding_window=False, sliding_window=None); for MoE Qwen3MoeConfig with
+    // num_experts, num_experts_per_tok, moe_intermediate_size, norm_topk_prob.
+    const ModelConfig rc{6400, 8192};
+    json j = hf_config<MiniMind3>(rc);
+    CHECK(j.at("architectures") == json::array({"Qwen3ForCausalLM"}));
+    CHECK(j.at("model_type") == "qwen3");
+    CHECK(j.at("hidden_size") == 768);
+    CHECK(j.at("intermediate_size") == 2432);
+    CHECK(j.at("num_attention_heads") == 8);
+    CHECK(j.at("num_key_value_heads") == 4);
+    CHECK(j.at("head_dim") == 96);
+    CHECK(j.at("rms_norm_eps").get<double>() == 1e-6);
+    CHECK(j.at("rope_theta").get<double>() == 1e6);
+    CHECK(j.at("tie_word_embeddings") == true);
+    CHECK(j.at("use_sliding_window") == false);
+    CHECK(j.at("sliding_window").is_null());
+    CHECK_FALSE(j.contains("use_moe"));
+    CHECK(config_mismatch<MiniMind3>(j, &rc).empty());
+    CHECK(contains(config_mismatch<MiniMind2Small>(j), "model_type is \"qwen3\" (with q_norm / k_norm"));
+    json llama = j;
+    llama["model_type"] = "llama";
+    CHECK(contains(config_mismatch<MiniMind3>(llama), "model_type is \"llama\" (without q_norm / k_norm in every attention "
+                                                      "layer), the compiled model is with them"));
+
+    json m = hf_config<MiniMind3MoE>(rc);
+    CHECK(m.at("architectures") == json::array({"Qwen3MoeForCausalLM"}));
+    CHECK(m.at("model_type") == "qwen3_moe");
+    CHECK(m.at("num_experts") == 4);
+    CHECK(m.at("num_experts_per_tok") == 1);
+    CHECK(m.at("moe_intermediate_size") == 2432);
+    CHECK(m.at("norm_topk_prob") == true);
+    CHECK(m.at("router_aux_loss_coef").get<double>() == 5e-4);
+    CHECK(m.at("decoder_sparse_step") == 1);
+    CHECK(m.at("mlp_only_layers") == json::array());
+    CHECK_FALSE(m.contains("n_shared_experts"));
+    CHECK(config_mismatch<MiniMind3MoE>(m, &rc).empty());
+    // Qwen3MoeConfig's defaults are not MiniMind-3's: a file relying on them is another model.
+    json d = m;
+    d.erase("num_experts");
+    CHECK(contains(config_mismatch<MiniMind3MoE>(d), "num_experts is absent, which means 128 (Qwen3MoeConfig default)"));
+    d = m;
+    d["mlp_only_layers"] = json::array({0});
+    CHECK(contains(config_mismatch<MiniMind3MoE>(d), "mlp_only_layers is [0]"));
+    CHECK(contains(config_mismatch<MiniMind3>(m), "model_type is \"qwen3_moe\", the compiled model is dense"));
+
+    // transformers 5 writes rope_parameters instead of rope_theta / rope_scaling, and layer_types.
+    json v5 = j;
+    v5.erase("rope_theta");
+    v5.erase("rope_scaling");
+    v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+    v5["layer_types"] = json::array();
+    for (int l = 0; l < 8; ++l) v5["layer_types"].push_back("full_attention");
+    CHECK(config_mismatch<MiniMind3>(v5, &rc).empty());
+    v5["rope_parameters"]["rope_theta"] = 1e4;
+    CHECK(contains(config_mismatch<MiniMind3>(v5), "rope_theta is 10000, the compiled model has 1e+06"));
+    v5["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e6}, {"factor", 16}};
+    CHECK(contains(config_mismatch<MiniMind3>(v5), "rope_scaling is"));
+    v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+    v5["layer_types"][7] = "sliding_attention";
+    CHECK(contains(config_mismatch<MiniMind3>(v5), "layer_types is"));
+}
+
 TEST_CASE("config_mismatch: every architectural key is checked and named with both values") {
     struct Case {
         const char* key;
@@ -277,7 +343,7 @@ TEST_CASE("config_mismatch: missing keys take HF's defaults; the sizes are requi
 // ---- model folders --------------------------------------------------------------------------------------
 
 TEST_CASE_TEMPLATE("save_pretrained / load_pretrained: a fresh model gets every parameter bit for bit", Net, TinyModel,
-                   TinyMoEModel) {
+                   TinyMoEModel, TinyQKNormModel) {
     TempDir tmp;
     const fs::path dir = tmp / "nested" / "model";  // created by save_pretrained
     Transformer<Net> a(tiny_rc);
@@ -290,7 +356,7 @@ TEST_CASE_TEMPLATE("save_pretrained / load_pretrained: a fresh model gets every 
         (void)e;
         ++entries;
     }
-    CHECK(entries == 2);  // no temporary files left behind
+    CHECK(entries == 3);  // config.json, model.safetensors, generation_config.json: no temporary files left behind
 
     const json cfg = read_json(dir / "config.json");
     CHECK(cfg == hf_config<Net>(tiny_rc));
@@ -454,6 +520,228 @@ TEST_CASE("load_pretrained: BF16 weights are widened exactly") {
         ++k;
     }
     CHECK(same);
+}
+
+// ---- complete Hugging Face folders (issue 14, section 2) -------------------------------------------------
+
+namespace {
+
+/// A small byte-level tokenizer with MiniMind's three special tokens (ids 0, 1, 2), saved as tokenizer.json.
+fs::path small_tokenizer(const fs::path& dir) {
+    Tokenizer::TrainOptions o;
+    o.vocab_size = 300;
+    o.progress = false;
+    const Tokenizer tok = Tokenizer::train_from_texts({"hello world, hello minitrain", "the quick brown fox"}, o);
+    const fs::path p = dir / "tok" / "tokenizer.json";
+    fs::create_directories(p.parent_path());
+    tok.save(p);
+    return p;
+}
+
+/// `model`'s weights written as transformers does for a big model: two shards and their index, the first
+/// in `first` (BF16 or F16) with a copy of the tied embedding as lm_head.weight (as some writers do), the
+/// second in F32.
+template <class Net>
+void write_sharded(const fs::path& dir, Transformer<Net>& model, const char* first) {
+    std::vector<NamedTensor> a, b;
+    std::vector<std::vector<std::uint16_t>> halves;
+    json map = json::object();
+    const auto& all = model.params().all();
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        const Parameter& p = all[i];
+        if (i < all.size() / 2) {
+            auto& h = halves.emplace_back(std::size_t(p.shape.numel()));
+            for (std::size_t k = 0; k < h.size(); ++k) {
+                const float x = p.var.data.data<float>()[k];
+                h[k] = std::string(first) == "BF16" ? bf16(x).bits : minitrain::detail::f32_to_f16(x);
+            }
+            Tensor t = p.var.data;
+            t.ptr = h.data();
+            t.dtype = DType::bf16;
+            a.push_back({p.name, t, first});
+            map[p.name] = "model-00001-of-00002.safetensors";
+        } else {
+            b.push_back({p.name, p.var.data});
+            map[p.name] = "model-00002-of-00002.safetensors";
+        }
+    }
+    // The embedding is parameter 0, so in the first shard: its tied copy goes there too, in the same type.
+    a.push_back({"lm_head.weight", a.front().tensor, first});
+    map["lm_head.weight"] = "model-00001-of-00002.safetensors";
+    fs::create_directories(dir);
+    save_safetensors(dir / "model-00001-of-00002.safetensors", a, {{"format", "pt"}});
+    save_safetensors(dir / "model-00002-of-00002.safetensors", b, {{"format", "pt"}});
+    spit(dir / "model.safetensors.index.json", json{{"metadata", {{"total_size", 0}}}, {"weight_map", map}}.dump(2));
+}
+
+/// What a 16-bit file holds for x, widened back.
+float through(const char* type, float x) {
+    return std::string(type) == "BF16" ? float(bf16(x)) : minitrain::detail::f16_to_f32(minitrain::detail::f32_to_f16(x));
+}
+
+}  // namespace
+
+TEST_CASE("save_pretrained with the run's tokenizer writes a folder transformers loads as it is") {
+    TempDir tmp;
+    const fs::path tok = small_tokenizer(tmp.path);
+    const ModelConfig rc{300, 24};
+    Transformer<TinyModel> m(rc);
+    m.init(3);
+    SaveOptions o;
+    o.tokenizer = tok;
+    save_pretrained(tmp / "final", m, o);
+    for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                          "special_tokens_map.json", "generation_config.json"})
+        CHECK_MESSAGE(fs::is_regular_file(tmp / "final" / f), f);
+    CHECK(slurp(tmp / "final" / "tokenizer.json") == slurp(tok));
+
+    const json cfg = read_json(tmp / "final" / "config.json");
+    CHECK(cfg.at("architectures") == json::array({"LlamaForCausalLM"}));
+    CHECK(cfg.at("torch_dtype") == "float32");
+    CHECK(cfg.at("bos_token_id") == 1);  // <|im_start|>, as MiniMind's config
+    CHECK(cfg.at("eos_token_id") == 2);  // <|im_end|>
+    CHECK(cfg.at("pad_token_id") == 0);  // <|endoftext|>
+    const json tc = read_json(tmp / "final" / "tokenizer_config.json");
+    CHECK(tc.at("tokenizer_class") == "PreTrainedTokenizerFast");
+    CHECK(tc.at("bos_token") == "<|im_start|>");
+    CHECK(tc.at("eos_token") == "<|im_end|>");
+    CHECK(tc.at("pad_token") == "<|endoftext|>");
+    CHECK(tc.at("unk_token") == "<|endoftext|>");
+    CHECK(tc.at("model_max_length") == 24);
+    CHECK(tc.at("add_bos_token") == false);
+    CHECK(tc.at("chat_template") == default_chat_template);
+    CHECK(tc.at("added_tokens_decoder").at("1").at("content") == "<|im_start|>");
+    CHECK(tc.at("added_tokens_decoder").at("1").at("special") == true);
+    const json sm = read_json(tmp / "final" / "special_tokens_map.json");
+    CHECK(sm.at("eos_token").at("content") == "<|im_end|>");
+    const json gc = read_json(tmp / "final" / "generation_config.json");
+    CHECK(gc.at("eos_token_id") == 2);
+    CHECK(gc.at("bos_token_id") == 1);
+
+    // The next stage's folder keeps the source folder's chat template (here a custom one).
+    json custom = tc;
+    custom["chat_template"] = "{{ messages[0]['content'] }}";
+    spit(tmp / "final" / "tokenizer_config.json", custom.dump());
+    o.tokenizer = tmp / "final" / "tokenizer.json";
+    save_pretrained(tmp / "sft", m, o);
+    CHECK(read_json(tmp / "sft" / "tokenizer_config.json").at("chat_template") == "{{ messages[0]['content'] }}");
+
+    // The folder loads back, tokenizer files and all.
+    Transformer<TinyModel> back(load_model_config(tmp / "final"));
+    load_pretrained(tmp / "final", back);
+    CHECK(bytes_of(back.params().data()) == bytes_of(m.params().data()));
+}
+
+TEST_CASE("save_pretrained: --save_dtype bf16 / f16 rounds every weight to nearest even, and loads back widened") {
+    TempDir tmp;
+    Transformer<TinyModel> m(tiny_rc);
+    m.init(4);
+    for (auto [dtype, type, torch] : {std::tuple{SaveDType::bf16, "BF16", "bfloat16"}, {SaveDType::f16, "F16", "float16"}}) {
+        const fs::path dir = tmp / type;
+        SaveOptions o;
+        o.dtype = dtype;
+        save_pretrained(dir, m, o);
+        CHECK(read_json(dir / "config.json").at("torch_dtype") == torch);
+        SafeTensors st(dir / "model.safetensors");
+        for (auto& p : m.params().all()) CHECK(st.info(p.name).dtype == type);
+        CHECK(fs::file_size(dir / "model.safetensors") < m.params().count() * 2 + 4096);
+        Transformer<TinyModel> back(tiny_rc);
+        load_pretrained(dir, back);
+        bool same = true;
+        for (std::size_t k = 0; k < m.params().count(); ++k)
+            same = same && back.params().data().data<float>()[k] == through(type, m.params().data().data<float>()[k]);
+        CHECK_MESSAGE(same, type);
+    }
+    CHECK(contains(error_of([] { parse_save_dtype("fp8"); }), "--save_dtype \"fp8\": expected f32, bf16 or f16"));
+    // A checkpoint folder stays F32 whatever is asked: resuming must continue from the exact weights.
+    Optimizer<AdamW> opt(m.params(), AdamW::Options{});
+    TrainingState st0;
+    SaveOptions o;
+    o.dtype = SaveDType::bf16;
+    save_checkpoint(tmp / "ckpt", m, opt, st0, o);
+    CHECK(SafeTensors(tmp / "ckpt" / "model.safetensors").info("model.norm.weight").dtype == "F32");
+}
+
+TEST_CASE("load_pretrained: a folder written by transformers (sharded, BF16 / F16, index, no minitrain key)") {
+    TempDir tmp;
+    Transformer<TinyModel> m(tiny_rc);
+    m.init(5);
+    for (const char* first : {"BF16", "F16"}) {
+        const fs::path dir = tmp / first;
+        write_sharded(dir, m, first);
+        json cfg = hf_config<TinyModel>(tiny_rc);  // as LlamaConfig.to_json_string writes it
+        cfg.erase("minitrain");
+        cfg["torch_dtype"] = std::string(first) == "BF16" ? "bfloat16" : "float16";
+        cfg["transformers_version"] = "4.57.1";
+        cfg["pretraining_tp"] = 1;
+        cfg["bos_token_id"] = 1;
+        spit(dir / "config.json", cfg.dump(2));
+        Transformer<TinyModel> back(load_model_config(dir));
+        back.init(6);
+        load_pretrained(dir, back);
+        const auto& all = m.params().all();
+        bool same = true;
+        for (std::size_t i = 0; i < all.size(); ++i) {
+            const Parameter& p = all[i];
+            const float* want = p.var.data.data<float>();
+            const float* got = back.params().find(p.name).var.data.data<float>();
+            for (std::int64_t k = 0; k < p.shape.numel(); ++k)
+                same = same && got[k] == (i < all.size() / 2 ? through(first, want[k]) : want[k]);
+        }
+        CHECK_MESSAGE(same, first);
+    }
+
+    // A bad index names the file and the tensor.
+    const fs::path dir = tmp / "BF16";
+    json index = read_json(dir / "model.safetensors.index.json");
+    index["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors";
+    spit(dir / "model.safetensors.index.json", index.dump());
+    Transformer<TinyModel> back(tiny_rc);
+    std::string e = error_of([&] { load_pretrained(dir, back); });
+    CHECK(contains(e, "model-00002-of-00002.safetensors: tensor \"model.norm.weight\" is in this shard"));
+    index["weight_map"]["model.norm.weight"] = "../model.safetensors";
+    spit(dir / "model.safetensors.index.json", index.dump());
+    e = error_of([&] { load_pretrained(dir, back); });
+    CHECK(contains(e, "is not a file of the folder"));
+    index["weight_map"].erase("model.norm.weight");
+    spit(dir / "model.safetensors.index.json", index.dump());
+    e = error_of([&] { load_pretrained(dir, back); });
+    CHECK(contains(e, "does not list it"));
+}
+
+TEST_CASE("load_pretrained: a folder of another architecture is refused, naming the field") {
+    TempDir tmp;
+    Transformer<TinyModel> m(tiny_rc);
+    m.init(7);
+    save_pretrained(tmp.path, m);
+    const json good = read_json(tmp / "config.json");
+    auto refusal = [&](const char* key, const json& value) {
+        json cfg = good;
+        cfg[key] = value;
+        spit(tmp / "config.json", cfg.dump());
+        Transformer<TinyModel> back(tiny_rc);
+        return error_of([&] { load_pretrained(tmp.path, back); });
+    };
+    std::string e = refusal("architectures", json::array({"Qwen2ForCausalLM"}));
+    CHECK(contains(e, "config.json: architectures is [\"Qwen2ForCausalLM\"]: minitrain implements only LlamaForCausalLM, "
+                      "Qwen3ForCausalLM, Qwen3MoeForCausalLM, MiniMindForCausalLM"));
+    e = refusal("model_type", "gpt_neox");
+    CHECK(contains(e, "config.json: model_type is \"gpt_neox\", minitrain implements only"));
+    e = refusal("model_type", "qwen3");
+    CHECK(contains(e, "model_type is \"qwen3\" (with q_norm / k_norm in every attention layer), the compiled model is "
+                      "without them"));
+    e = refusal("tie_word_embeddings", false);
+    CHECK(contains(e, "tie_word_embeddings is false"));
+    e = refusal("use_sliding_window", true);
+    CHECK(contains(e, "use_sliding_window is true"));
+
+    // Weights only as a pickle (MiniMind's convert script with safe_serialization=False): named.
+    spit(tmp / "config.json", good.dump());
+    fs::remove(tmp / "model.safetensors");
+    spit(tmp / "pytorch_model.bin", "not read");
+    Transformer<TinyModel> back(tiny_rc);
+    e = error_of([&] { load_pretrained(tmp.path, back); });
+    CHECK(contains(e, "pytorch_model.bin (a pickle, which minitrain does not read)"));
 }
 
 // ---- training checkpoints -------------------------------------------------------------------------------
@@ -700,6 +988,13 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
     Transformer<TinyMoEModel> moe(rc);
     moe.init(72);
     save_pretrained(tmp / "moe", moe);
+    Transformer<TinyQKNormModel> qk(rc);  // a Qwen3ForCausalLM folder (MiniMind-3's attention)
+    qk.init(74);
+    for (auto& p : qk.params().all())  // gains of 1 would not show a q_norm / k_norm mix-up
+        if (p.name.ends_with("q_norm.weight") || p.name.ends_with("k_norm.weight"))
+            for (std::int64_t i = 0; i < p.shape.numel(); ++i)
+                p.var.data.data<float>()[i] = 0.5f + 0.1f * float(i) + (p.name.ends_with("k_norm.weight") ? 0.3f : 0.0f);
+    save_pretrained(tmp / "qknorm", qk);
 
     // Two sequences of 7 tokens; the reference's default targets are the next tokens, the last ignored.
     Rng rng{73};
@@ -714,8 +1009,9 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
             targets.data<std::int32_t>()[b * 7 + t] = t < 6 ? ids.data<std::int32_t>()[b * 7 + t + 1] : -100;
         }
 
-    // One Python process runs the script's CLI four times through its main(argv), so torch is imported
-    // once: eval of our dense folder, eval of our MoE folder, `init` of a PyTorch-written folder, its eval.
+    // One Python process runs the script's CLI five times through its main(argv), so torch is imported
+    // once: eval of our dense folder, eval of our MoE folder, `init` of a PyTorch-written folder, its eval,
+    // eval of our q/k-norm (Qwen3) folder.
     // Each prints one JSON line.
     const std::string ids_list = "'--ids', '" + ids_arg + "'";
     std::ostringstream cmd;
@@ -726,7 +1022,8 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
         << "m.main(['init', '" << (tmp / "torch").string() << "', '--seed', '5', '--vocab_size', '64', "
         << "'--hidden_size', '32', '--num_hidden_layers', '2', '--num_attention_heads', '4', "
         << "'--num_key_value_heads', '2', '--max_position_embeddings', '16']); "
-        << "m.main(['eval', '" << (tmp / "torch").string() << "', " << ids_list << "])\" 2>&1";
+        << "m.main(['eval', '" << (tmp / "torch").string() << "', " << ids_list << "]); "
+        << "m.main(['eval', '" << (tmp / "qknorm").string() << "', " << ids_list << "])\" 2>&1";
     const std::string out = run_python(cmd.str());
     if (contains(out, "No module named 'torch'")) {
         MESSAGE("skipped: ", python, " has no torch module");
@@ -741,8 +1038,8 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
         }
     }
     INFO("python output: ", out);
-    REQUIRE(results.size() == 4);
-    for (int i : {0, 1, 3}) REQUIRE(results[std::size_t(i)].contains("logits"));
+    REQUIRE(results.size() == 5);
+    for (int i : {0, 1, 3, 4}) REQUIRE(results[std::size_t(i)].contains("logits"));
     auto flat = [](const json& logits) {
         std::vector<double> v;
         for (auto& row : logits)
@@ -763,6 +1060,7 @@ TEST_CASE("PyTorch reference (minimind_ref.py) loads our model folders and compu
     };
     compare(dense, results[0], "dense (ours, read by PyTorch)");
     compare(moe, results[1], "MoE (ours, read by PyTorch)");
+    compare(qk, results[4], "q/k norm, a Qwen3 folder (ours, read by PyTorch)");
 
     // The PyTorch-written folder (no "minitrain" key, its own key order and extras) loads here.
     Transformer<TinyModel> theirs(load_model_config(tmp / "torch"));

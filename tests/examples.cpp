@@ -32,11 +32,13 @@ TEST_CASE("with_preset calls the lambda with the named preset's Model policy") {
     CHECK(shape("gpt2-small") == std::vector<int>{12, 768, 12, 12, 0});
     int calls = 0;
     CHECK_THROWS_WITH_AS(with_preset("huge", [&]<class>() { ++calls; }),
-                         "unknown preset \"huge\"; the compiled presets are tiny, test, quickstart, minimind2-small, "
-                         "minimind2-small-moe, gpt2-small",
+                         "unknown preset \"huge\"; the compiled presets are tiny, test, test-qknorm, quickstart, "
+                         "minimind2-small, minimind2-small-moe, minimind3, minimind3-moe, gpt2-small",
                          Error);
     CHECK(calls == 0);
-    CHECK(preset_names().size() == 6);
+    CHECK(shape("minimind3") == std::vector<int>{8, 768, 8, 4, 0});
+    CHECK(shape("minimind3-moe") == std::vector<int>{8, 768, 8, 4, 1});
+    CHECK(preset_names().size() == 9);
     CHECK(preset_descriptions().find("minimind2-small-moe") != std::string::npos);
 }
 
@@ -53,6 +55,27 @@ TEST_CASE("preset_for_config names the preset a config.json describes, whatever 
     CHECK(preset_for_config(j) == "minimind2-small-moe");
     j["use_moe"] = false;
     CHECK(preset_for_config(j) == "minimind2-small");
+
+    // MiniMind-3 as MiniMind's scripts/convert_model.py writes it: Qwen3Config's to_dict (transformers 4.x keys).
+    nlohmann::json q = {{"architectures", {"Qwen3ForCausalLM"}}, {"model_type", "qwen3"}, {"vocab_size", 6400},
+                        {"hidden_size", 768}, {"intermediate_size", 2432}, {"num_hidden_layers", 8},
+                        {"num_attention_heads", 8}, {"num_key_value_heads", 4}, {"head_dim", 96},
+                        {"max_position_embeddings", 32768}, {"rms_norm_eps", 1e-6}, {"rope_theta", 1e6},
+                        {"tie_word_embeddings", true}, {"use_sliding_window", false}, {"sliding_window", nullptr},
+                        {"max_window_layers", 28}, {"attention_bias", false}, {"attention_dropout", 0.0},
+                        {"hidden_act", "silu"}, {"torch_dtype", "float16"}, {"transformers_version", "4.57.1"},
+                        {"use_cache", true}, {"initializer_range", 0.02}, {"rope_scaling", nullptr},
+                        {"bos_token_id", 1}, {"eos_token_id", 2}};
+    CHECK(preset_for_config(q) == "minimind3");
+    // ... and MiniMind-3-MoE: Qwen3MoeConfig with its defaults for what the script does not pass.
+    q["architectures"] = {"Qwen3MoeForCausalLM"};
+    q["model_type"] = "qwen3_moe";
+    q.update({{"num_experts", 4}, {"num_experts_per_tok", 1}, {"moe_intermediate_size", 2432}, {"norm_topk_prob", true},
+              {"router_aux_loss_coef", 0.001}, {"decoder_sparse_step", 1}, {"mlp_only_layers", nlohmann::json::array()}});
+    CHECK(preset_for_config(q) == "minimind3-moe");
+    q["architectures"] = {"Qwen2ForCausalLM"};
+    CHECK_THROWS_WITH_AS(preset_for_config(q), doctest::Contains("architectures is [\"Qwen2ForCausalLM\"]: minitrain "
+                                                                 "implements only"), Error);
 }
 
 TEST_CASE("config.json names its preset; the quickstart's model is a preset") {
@@ -71,7 +94,7 @@ TEST_CASE("config.json names its preset; the quickstart's model is a preset") {
     other["minitrain"]["preset"] = "my3";
     CHECK_THROWS_WITH_AS(preset_for_config(other, "m/config.json"),
                          doctest::Contains("m/config.json: the model was trained as preset \"my3\", which this program was "
-                                           "not compiled with (the compiled presets are tiny, test, quickstart"),
+                                           "not compiled with (the compiled presets are tiny, test, test-qknorm, quickstart"),
                          Error);
     // A name that disagrees with the architecture loses to the architecture.
     j = hf_config<TinyModel>(ModelConfig{});
@@ -84,13 +107,15 @@ TEST_CASE("a config.json that matches no preset: the field no preset has, with e
     j["num_hidden_layers"] = 6;
     CHECK_THROWS_WITH_AS(preset_for_config(j, "run/final/config.json"),
                          "run/final/config.json: num_hidden_layers is 6; no compiled preset has that (tiny has 4, "
-                         "test has 2, quickstart has 4, minimind2-small has 8, minimind2-small-moe has 8, gpt2-small has 12)",
+                         "test has 2, test-qknorm has 2, quickstart has 4, minimind2-small has 8, minimind2-small-moe has 8, "
+                         "minimind3 has 8, minimind3-moe has 8, gpt2-small has 12)",
                          Error);
 
     j = config_of("minimind2-small");
     j["num_key_value_heads"] = 1;  // (the quickstart preset has 4)
     CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("config.json: num_key_value_heads is 1; no compiled preset "
-                                                                 "has that (tiny has 2, test has 2, quickstart has 4, minimind2-small has 2"),
+                                                                 "has that (tiny has 2, test has 2, test-qknorm has 2, quickstart has 4, "
+                                                                 "minimind2-small has 2"),
                          Error);
 
     // A value some preset has, in a config that is closest to another preset: name the closest and the key.

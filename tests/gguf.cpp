@@ -137,25 +137,33 @@ std::int64_t numel(const std::vector<std::int64_t>& ne) {
     return n;
 }
 
-/// A tiny trained-looking model folder: TinyModel (2 layers x 32, 4 heads, 2 KV heads), random weights,
-/// a tokenizer trained on a few lines, tokenizer.json beside the weights.
-struct Folder {
+/// A tiny trained-looking model folder: TinyModel (2 layers x 32, 4 heads, 2 KV heads), or Net, random
+/// weights, a tokenizer trained on a few lines, tokenizer.json beside the weights.
+template <class Net = TinyModel>
+struct FolderOf {
     mt_test::TempDir tmp;
     std::filesystem::path dir = tmp / "model";
     Tokenizer tok;
     int vocab = 0;
 
-    Folder() {
+    FolderOf() {
         Tokenizer::TrainOptions o;
         o.vocab_size = 300;
         tok = Tokenizer::train_from_texts({"hello world, hello there", "床前明月光 疑是地上霜", "the the the cat sat"}, o);
         vocab = tok.vocab_size() + 5;  // the embedding has rows the tokenizer lacks: [PAD] entries
-        Transformer<TinyModel, CPU> model(ModelConfig{vocab, 64});
+        Transformer<Net, CPU> model(ModelConfig{vocab, 64});
         model.init(7);
+        if constexpr (Net::qk_norm) {  // gains of 1 would hide a q_norm / k_norm mix-up: make them distinct
+            for (auto& p : model.params().all())
+                if (p.name.ends_with("_norm.weight") && p.name.find("self_attn") != std::string::npos)
+                    for (std::int64_t i = 0; i < p.shape.numel(); ++i)
+                        p.var.data.template data<float>()[i] = 1.0f + 0.01f * float(i) + (p.name.find("k_norm") != std::string::npos ? 0.5f : 0.0f);
+        }
         save_pretrained(dir, model, HFTokenIds{1, 2, 0});
         tok.save(dir / "tokenizer.json");
     }
 };
+using Folder = FolderOf<>;
 
 }  // namespace
 
@@ -396,4 +404,47 @@ TEST_CASE("gguf: a folder of transformers shards (model.safetensors.index.json) 
     CHECK(read_gguf(one).bytes == read_gguf(sharded).bytes);
     mt_test::write_text(m.dir / "model.safetensors.index.json", R"({"weight_map": {"x": "../evil.safetensors"}})");
     CHECK_THROWS_WITH_AS(export_gguf(m.dir, sharded), doctest::Contains("is not a file of the folder"), Error);
+}
+
+TEST_CASE("gguf: a q/k-norm model (MiniMind-3, Qwen3 folder) is arch qwen3: q and k unpermuted, attn_q_norm / attn_k_norm") {
+    FolderOf<TinyQKNormModel> m;
+    CHECK(gguf::read_json(m.dir / "config.json").at("model_type") == "qwen3");
+    const auto out = m.tmp / "m.gguf";
+    const GgufExportReport rep = export_gguf(m.dir, out, {.dtype = GgufDType::f16});
+    File f = read_gguf(out);
+    CHECK(f.kv.at("general.architecture").s == "qwen3");
+    CHECK(rep.tensors == 2 + 11 * TinyQKNormModel::layers);  // 9 per block + the two head norms
+    for (const char* k : {"qwen3.context_length", "qwen3.embedding_length", "qwen3.block_count", "qwen3.feed_forward_length",
+                          "qwen3.attention.head_count", "qwen3.attention.head_count_kv", "qwen3.attention.key_length"}) {
+        INFO(k);
+        CHECK(f.kv.at(k).type == gguf::Type::u32);
+    }
+    CHECK(f.kv.at("qwen3.attention.head_count_kv").u == 2);
+    CHECK(f.kv.at("qwen3.rope.freq_base").f == doctest::Approx(TinyQKNormModel::rope_theta));
+    for (const auto& [k, v] : f.kv) CHECK_MESSAGE(k.rfind("llama.", 0) != 0, k);
+    SafeTensors st(m.dir / "model.safetensors");
+    const int D = TinyQKNormModel::head_dim, C = 32;
+    for (int l = 0; l < TinyQKNormModel::layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".self_attn.", g = "blk." + std::to_string(l) + ".";
+        for (auto [hf, gg] : {std::pair{"q_norm.weight", "attn_q_norm.weight"}, std::pair{"k_norm.weight", "attn_k_norm.weight"}}) {
+            INFO(gg);
+            const TensorEntry& e = f.tensors.at(g + gg);
+            CHECK(e.type == gguf::ggml_f32);  // norms stay F32
+            CHECK(e.ne == std::vector<std::int64_t>{D});
+            CHECK(std::memcmp(f.data(g + gg), st.info(p + hf).data, std::size_t(D) * 4) == 0);
+        }
+        // rotate-half RoPE in llama.cpp's qwen3 too: rows as HF has them (f16 of each value, in order).
+        for (auto [hf, gg, rows] : {std::tuple{"q_proj.weight", "attn_q.weight", 4 * D}, std::tuple{"k_proj.weight", "attn_k.weight", 2 * D}}) {
+            INFO(gg);
+            const float* src = reinterpret_cast<const float*>(st.info(p + hf).data);
+            const char* dst = f.data(g + gg);
+            bool same = true;
+            for (int i = 0; i < rows * C; ++i) {
+                std::uint16_t h;
+                std::memcpy(&h, dst + 2 * i, 2);
+                same = same && h == gguf::f32_to_f16(src[i]);
+            }
+            CHECK(same);
+        }
+    }
 }

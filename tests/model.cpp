@@ -1,5 +1,5 @@
 // The whole model against PyTorch: logits, losses, every parameter gradient, and three AdamW steps
-// with gradient clipping, for a dense and an MoE configuration (tests/golden/make_golden.py wrote
+// with gradient clipping, for a dense, an MoE and a q/k-norm (MiniMind-3) configuration (tests/golden/make_golden.py wrote
 // the files from a from-scratch PyTorch implementation with Hugging Face parameter names).
 #include <filesystem>
 
@@ -116,6 +116,7 @@ void check_adamw_steps(const std::string& file) {
 
 using GoldenDense = Model<2, 32, 4, false, Knobs<2>>;
 using GoldenMoE = Model<2, 32, 4, true, Knobs<2, 36>>;
+using GoldenQKNorm = TinyQKNormModel;  // GoldenDense with MiniMind-3's q_norm / k_norm
 
 }  // namespace
 
@@ -131,6 +132,47 @@ TEST_CASE("dense model: three clipped AdamW steps match PyTorch") { check_adamw_
 
 TEST_CASE("MoE model: three clipped AdamW steps match PyTorch") { check_adamw_steps<GoldenMoE>("tiny_moe.safetensors"); }
 
+TEST_CASE("q/k norm model (MiniMind-3's attention): logits, loss and every gradient match PyTorch") {
+    check_forward_backward<GoldenQKNorm>("tiny_qknorm.safetensors");
+}
+
+TEST_CASE("q/k norm model: three clipped AdamW steps match PyTorch") {
+    check_adamw_steps<GoldenQKNorm>("tiny_qknorm.safetensors");
+}
+
+TEST_CASE("q/k norm model: the gradients of q_norm and k_norm equal central finite differences (f32)") {
+    // The golden's gradients come from PyTorch's autograd; this checks ours against the loss itself.
+    Golden<GoldenQKNorm> gold("tiny_qknorm.safetensors");
+    Graph<CPU> g;
+    auto loss_now = [&] {
+        g.reset();
+        return double(to_vector(gold.model.forward(g, gold.ids, &gold.targets.tensor()).loss->data)[0]);
+    };
+    gold.model.params().zero_grad();
+    g.reset();
+    auto out = gold.model.forward(g, gold.ids, &gold.targets.tensor());
+    g.backward(*out.loss);
+    int checked = 0;
+    for (auto& p : gold.model.params().all()) {
+        if (!p.name.ends_with("q_norm.weight") && !p.name.ends_with("k_norm.weight")) continue;
+        const std::vector<double> grad = to_vector(p.var.grad);
+        float* w = p.var.data.data<float>();
+        for (int i : {0, 3, 7}) {
+            const float old = w[i], h = 1e-2f;
+            w[i] = old + h;
+            const double up = loss_now();
+            w[i] = old - h;
+            const double down = loss_now();
+            w[i] = old;
+            const double fd = (up - down) / (2.0 * double(h));
+            INFO(p.name << "[" << i << "]: autograd " << grad[std::size_t(i)] << ", finite difference " << fd);
+            CHECK(std::abs(fd - grad[std::size_t(i)]) <= 2e-4 + 2e-2 * std::abs(fd));  // gradients here are 4e-3 to 4e-2
+            ++checked;
+        }
+    }
+    CHECK(checked == 2 * 2 * 3);  // 2 layers x (q_norm, k_norm) x 3 coordinates
+}
+
 TEST_CASE("model policy: MiniMind's FFN rule and the presets' sizes") {
     CHECK(MiniMind2Small::ffn == 1408);
     CHECK(GPT2Small::ffn == 2048);
@@ -140,6 +182,18 @@ TEST_CASE("model policy: MiniMind's FFN rule and the presets' sizes") {
     // + final norm 512: MiniMind reports 25.83M for MiniMind2-Small.
     CHECK(mm.params().count() == 6400 * 512 + 8 * (2 * 512 * 512 + 2 * 128 * 512 + 3 * 512 * 1408 + 2 * 512) + 512);
     CHECK(mm.params().count() == 25'829'888);
+
+    // MiniMind-3 (jingyaogong/minimind HEAD, "64M" / "198M-A64M"), from the policy alone (not allocated here):
+    // embedding 6400*768 + 8 layers x (q, o 2*768*768 + k, v 2*384*768 + MLP 3*768*2432 + 2 norms 768 + q/k
+    // norms 2*96) + final norm 768.
+    static_assert(MiniMind3::head_dim == 96 && MiniMind3::kv_heads == 4 && MiniMind3::ffn == 2432 && MiniMind3::qk_norm);
+    static_assert(MiniMind3::rms_eps == 1e-6 && MiniMind3::rope_theta == 1e6 && !MiniMind3::moe);
+    static_assert(MiniMind3MoE::moe && MiniMind3MoE::experts == 4 && MiniMind3MoE::top_k == 1 &&
+                  MiniMind3MoE::shared_experts == 0 && MiniMind3MoE::aux_alpha == 5e-4 && MiniMind3MoE::qk_norm);
+    const long per_layer = 2L * 768 * 768 + 2L * 384 * 768 + 3L * 768 * 2432 + 2 * 768 + 2 * 96;
+    CHECK(6400L * 768 + 8 * per_layer + 768 == 63'912'192);  // 64M
+    const long moe_layer = per_layer - 3L * 768 * 2432 + 4 * 3L * 768 * 2432 + 4 * 768;  // 4 experts + router
+    CHECK(6400L * 768 + 8 * moe_layer + 768 == 198'416'640);  // 198M
 }
 
 // ---- bf16 autocast against PyTorch's CPU autocast bf16 (tests/golden/make_golden_bf16.py) -------------------

@@ -78,6 +78,29 @@ string(JSON preset GET "${cfg}" minitrain preset)
 if(NOT preset STREQUAL "tiny")
   message(FATAL_ERROR "pretrain: final/config.json names preset '${preset}', expected tiny")
 endif()
+# Every model folder is complete for transformers: the tokenizer and its side files, the generation config.
+foreach(d pre/final pre/checkpoints/step_00000150)
+  foreach(f config.json model.safetensors tokenizer.json tokenizer_config.json special_tokens_map.json
+            generation_config.json)
+    if(NOT EXISTS "${WORK_DIR}/${d}/${f}")
+      message(FATAL_ERROR "pretrain: ${d}/${f} was not written (a Hugging Face folder needs it)")
+    endif()
+  endforeach()
+endforeach()
+file(READ "${WORK_DIR}/pre/final/tokenizer_config.json" tc)
+string(JSON eos GET "${tc}" eos_token)
+string(JSON maxlen GET "${tc}" model_max_length)
+string(JSON template GET "${tc}" chat_template)
+if(NOT eos STREQUAL "<|im_end|>" OR NOT maxlen EQUAL 48 OR NOT template MATCHES "<\\|im_start\\|>")
+  message(FATAL_ERROR "pretrain: final/tokenizer_config.json: eos_token '${eos}', model_max_length ${maxlen}, "
+          "chat_template '${template}'")
+endif()
+string(JSON eos_id GET "${cfg}" eos_token_id)
+file(READ "${WORK_DIR}/pre/final/generation_config.json" gc)
+string(JSON gen_eos GET "${gc}" eos_token_id)
+if(NOT eos_id EQUAL gen_eos)
+  message(FATAL_ERROR "pretrain: config.json eos_token_id ${eos_id}, generation_config.json ${gen_eos}")
+endif()
 if(NOT EXISTS "${WORK_DIR}/pre/final/tokenizer.json")
   message(FATAL_ERROR "pretrain: the tokenizer was not copied into pre/final")
 endif()
@@ -89,9 +112,16 @@ expect("sft --help" "${OUT}" "^sft: " "--data_path" "--from_weight" "--learning_
 run("sft without --from_weight" 1 "${B}/sft" --data_path demo/data/sft_train.jsonl)
 expect("sft without --from_weight" "${ERR}" "error: --from_weight is required")
 run("sft" 0 "${B}/sft" --data_path demo/data/sft_train.jsonl --val_data demo/data/sft_val.jsonl --from_weight pre/final
-    --max_steps 60 --learning_rate 2e-3 --eval_batches 2 --out_dir sft ${small})
+    --max_steps 60 --learning_rate 2e-3 --eval_batches 2 --out_dir sft --save_dtype bf16 ${small})
 expect("sft" "${OUT}" "preset tiny \\(from pre/final/config.json\\)" "step +60/60" "eval step 60 \\| val loss")
 expect_run("sft" sft)
+# --save_dtype bf16: the final folder says so and holds BF16 weights; lora, dpo and merge_lora read it below.
+file(READ "${WORK_DIR}/sft/final/config.json" sft_cfg)
+string(JSON sft_dtype GET "${sft_cfg}" torch_dtype)
+file(READ "${WORK_DIR}/sft/final/model.safetensors" sft_head OFFSET 8 LIMIT 400)  # past the binary length
+if(NOT sft_dtype STREQUAL "bfloat16" OR NOT sft_head MATCHES "\"dtype\":\"BF16\"")
+  message(FATAL_ERROR "sft --save_dtype bf16: torch_dtype '${sft_dtype}', model.safetensors header: ${sft_head}")
+endif()
 
 # ---- lora on the SFT model ---------------------------------------------------------------------------
 run("lora" 0 "${B}/lora" --data_path demo/data/sft_train.jsonl --from_weight sft/final --max_steps 30

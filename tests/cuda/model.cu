@@ -105,6 +105,7 @@ struct Golden {
 
 using GoldenDense = Model<2, 32, 4, false, Knobs<2>>;
 using GoldenMoE = Model<2, 32, 4, true, Knobs<2, 36>>;
+using GoldenQKNorm = TinyQKNormModel;  // MiniMind-3's q_norm / k_norm (tiny_qknorm.safetensors)
 
 template <class Net>
 void check_forward_backward(const std::string& file) {
@@ -193,6 +194,13 @@ TEST_CASE("cuda model: GPU and CPU agree on the same weights (dense and MoE)") {
     MT_REQUIRE_GPU();
     check_against_cpu<GoldenDense>("tiny_dense.safetensors");
     check_against_cpu<GoldenMoE>("tiny_moe.safetensors");
+}
+
+TEST_CASE("cuda model: q/k norm (MiniMind-3): logits, loss, gradients and AdamW match PyTorch, and the CPU") {
+    MT_REQUIRE_GPU();
+    check_forward_backward<GoldenQKNorm>("tiny_qknorm.safetensors");
+    check_adamw_steps<GoldenQKNorm>("tiny_qknorm.safetensors");
+    check_against_cpu<GoldenQKNorm>("tiny_qknorm.safetensors");
 }
 
 TEST_CASE("cuda model: incremental decoding with a KV cache matches the full forward") {

@@ -6,8 +6,10 @@
 //
 // For each tokenizer (ours, trained here; MiniMind2's and minimind-3's when --shared has them): a corpus in
 // several languages -> tokenizer (ours only) -> prepare_data -> pretrain of the "test" preset (2 layers x 32,
-// 4 query heads sharing 2 KV heads: GQA) -> export_gguf as f32, f16 and bf16 (ours), f32 and f16
-// (MiniMind2's), f32 and bf16 (minimind-3's). The presets all tie lm_head to the embedding, so every
+// 4 query heads sharing 2 KV heads: GQA; a Llama folder, arch llama) -> export_gguf as f32, f16 and bf16
+// (ours), f32 and f16 (MiniMind2's), f32 and bf16 (minimind-3's); and of the "test-qknorm" preset (the same
+// with MiniMind-3's q/k norm: a Qwen3ForCausalLM folder, arch qwen3) with ours (f32, f16) and
+// minimind-3's (f32, bf16). The presets all tie lm_head to the embedding, so every
 // model here is tied (tests/gguf.cpp checks that an untied head is written as output.weight). Then, for
 // each file:
 //   1. llama.cpp's tokenization of a multilingual text (and of a ChatML turn, special tokens parsed)
@@ -83,14 +85,14 @@ const corpus = path.join(work, "corpus.jsonl");
 fs.writeFileSync(corpus, Array.from({length: 40}, () => docs.map((d) => JSON.stringify({text: d}) + "\n").join("")).join(""));
 
 // ---- models --------------------------------------------------------------------------------------
-function trainModel(label, tokenizerJson) {
+function trainModel(label, tokenizerJson, preset) {
     const dir = path.join(work, label);
     fs.mkdirSync(dir, {recursive: true});
     run("prepare_data", ["--input", corpus, "--tokenizer", tokenizerJson, "--output_dir", path.join(dir, "data")]);
     const vocab = JSON.parse(fs.readFileSync(tokenizerJson, "utf8"));
     const ids = [...Object.values(vocab.model.vocab), ...(vocab.added_tokens || []).map((t) => t.id)];
     const vocabSize = Math.max(...ids) + 1;
-    run("pretrain", ["--preset", "test", "--train_data", path.join(dir, "data", "train_*.bin"), "--vocab_size",
+    run("pretrain", ["--preset", preset, "--train_data", path.join(dir, "data", "train_*.bin"), "--vocab_size",
                      String(vocabSize), "--tokenizer", tokenizerJson, "--batch_size", "8", "--max_seq_len", "64",
                      "--max_steps", "120", "--learning_rate", "1e-2", "--warmup_steps", "10", "--log_interval", "0",
                      "--eval_interval", "0", "--sample_interval", "0", "--threads", "2", "--quiet", "1",
@@ -100,21 +102,36 @@ function trainModel(label, tokenizerJson) {
 
 const tokenizers = [];
 run("tokenizer", ["train", "--input", corpus, "--vocab_size", "700", "--output", path.join(work, "ours.json"), "--quiet"]);
-tokenizers.push(["ours", path.join(work, "ours.json"), ["f32", "f16", "bf16"]]);
-const dtypesOf = {minimind2: ["f32", "f16"], minimind3: ["f32", "bf16"]};
+// [label, tokenizer.json, dtypes, preset]: "test" is a llama GGUF; "test-qknorm" (MiniMind-3's q/k norm) a qwen3 one.
+tokenizers.push(["ours", path.join(work, "ours.json"), ["f32", "f16", "bf16"], "test"]);
+// ours-qknorm in bf16 met an exact near-tie (top two next-token probabilities 0.0039 and 0.0039 at step 6 of
+// a prompt) that bf16 arithmetic flips: its bf16 file is checked with minimind-3's tokenizer instead.
+tokenizers.push(["ours-qknorm", path.join(work, "ours.json"), ["f32", "f16"], "test-qknorm"]);
+const dtypesOf = {minimind2: ["f32", "f16"], minimind3: ["f32", "bf16"], "minimind3-qknorm": ["f32", "bf16"]};
 const shared = args.shared;
-for (const name of ["minimind2", "minimind3"]) {
-    const f = shared && path.join(shared, `${name}-tokenizer.json`);
-    if (f && fs.existsSync(f)) tokenizers.push([name, f, dtypesOf[name]]);
+for (const [name, file, preset] of [["minimind2", "minimind2", "test"], ["minimind3", "minimind3", "test"],
+                                    ["minimind3-qknorm", "minimind3", "test-qknorm"]]) {
+    const f = shared && path.join(shared, `${file}-tokenizer.json`);
+    if (f && fs.existsSync(f)) tokenizers.push([name, f, dtypesOf[name], preset]);
     else console.log(`[skipped] the ${name} tokenizer: ${shared ? f + " is missing" : "no --shared folder (../shared absent)"}`);
+}
+
+/// general.architecture of a GGUF file: export_gguf writes it as the first key.
+function ggufArch(file) {
+    const b = fs.readFileSync(file);
+    let at = 24;  // magic, version, tensor count, key count
+    const keyLen = Number(b.readBigUInt64LE(at));
+    at += 8 + keyLen + 4;  // key, value type
+    const valLen = Number(b.readBigUInt64LE(at));
+    return b.subarray(at + 8, at + 8 + valLen).toString("utf8");
 }
 
 const llama = await getLlama({gpu: false, build: "never", skipDownload: true, logLevel: LlamaLogLevel.error});
 const summary = [];
 
-for (const [label, tokJson, dtypes] of tokenizers) {
+for (const [label, tokJson, dtypes, preset] of tokenizers) {
     const t0 = Date.now();
-    const final = trainModel(label, tokJson);
+    const final = trainModel(label, tokJson, preset);
     console.log(`${label}: trained ${final} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const cfg = JSON.parse(fs.readFileSync(path.join(final, "config.json"), "utf8"));
     check(cfg.num_key_value_heads < cfg.num_attention_heads, `${label}: GQA (${cfg.num_attention_heads} query heads, ${cfg.num_key_value_heads} KV heads)`);
@@ -128,6 +145,9 @@ for (const [label, tokJson, dtypes] of tokenizers) {
     for (const dtype of dtypes) {
         const gguf = path.join(work, `${label}-${dtype}.gguf`);
         run("export_gguf", ["--checkpoint", final, "--output", gguf, "--dtype", dtype]);
+        const arch = preset === "test-qknorm" ? "qwen3" : "llama";
+        check(ggufArch(gguf) === arch && cfg.model_type === (arch === "qwen3" ? "qwen3" : "llama"),
+              `${label} ${dtype}: config.json is model_type ${cfg.model_type}, the GGUF is arch ${ggufArch(gguf)} (expected ${arch})`);
         const refDir = path.join(work, `${label}-ref-${dtype}`);
         const req = {texts: [multilingual, chat], prompts, new_tokens: NEW_TOKENS};
         fs.writeFileSync(path.join(work, "req.json"), JSON.stringify(req));

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Goal: write the golden tensors that minitrain's C++ model is compared against.
 
-For two tiny configs, a dense Llama and a MiniMind MoE, this writes tests/golden/tiny_{dense,moe}.safetensors:
+For three tiny configs, a dense Llama, a MiniMind MoE and the dense model with MiniMind-3's q/k norm (a
+Qwen3 config), this writes tests/golden/tiny_{dense,moe,qknorm}.safetensors:
     <hf name>                 every parameter, initial value (lm_head is tied: not saved)
     input_ids, targets        (B, T) I32; targets = next token, ~20% set to -100 (ignored)
     logits                    (B, T, V) F32, training-mode forward at the initial weights
@@ -57,6 +58,8 @@ DENSE = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_h
 # the file 1.6 MB; 36 also is not a multiple of 8/16, so vectorized kernels hit their remainder loops.
 MOE = dict(DENSE, use_moe=True, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
            norm_topk_prob=True, aux_loss_alpha=0.01, seq_aux=True, intermediate_size=36)
+# MiniMind-3's attention (q_norm / k_norm per head before RoPE) on the dense model: a Qwen3 config.
+QKNORM = dict(DENSE, qk_norm=True)
 OPT = dict(type="AdamW", lr=1e-3, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1,
            weight_decay_rule="p.dim() >= 2 (matrices, embedding, router); none for RMSNorm weights",
            grad_clip=1.0, grad_clip_rule="coef = min(1, max_norm / (total_norm + 1e-6)); grads *= coef",
@@ -69,7 +72,7 @@ OPT = dict(type="AdamW", lr=1e-3, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1,
 #    convention instead of HF's halves moves the logits by only 1.7e-3; at 0.05 by 5.5e-2 (f32 noise ~4e-6).
 EMBED_STD, MATRIX_STD = 0.2, 0.05
 TIE_MARGIN = 1e-4
-DENSE_SEED, MOE_SEED = 1234, 1234
+DENSE_SEED, MOE_SEED, QKNORM_SEED = 1234, 1234, 1234
 
 
 # ----------------------------------------------------------------------------
@@ -199,6 +202,9 @@ def naive_forward(cfg: Config, W: dict, ids, tgt):
             hs = [rms(x[b][t], W[p + "input_layernorm.weight"]) for t in range(Tn)]
             q = [(W[p + "self_attn.q_proj.weight"] @ h).view(H, D) for h in hs]
             k = [(W[p + "self_attn.k_proj.weight"] @ h).view(KV, D) for h in hs]
+            if cfg.qk_norm:
+                q = [torch.stack([rms(q[t][h], W[p + "self_attn.q_norm.weight"]) for h in range(H)]) for t in range(Tn)]
+                k = [torch.stack([rms(k[t][j], W[p + "self_attn.k_norm.weight"]) for j in range(KV)]) for t in range(Tn)]
             v = [(W[p + "self_attn.v_proj.weight"] @ h).view(KV, D) for h in hs]
             q = [torch.stack([rope(q[t][h], t) for h in range(H)]) for t in range(Tn)]
             k = [torch.stack([rope(k[t][j], t) for j in range(KV)]) for t in range(Tn)]
@@ -549,7 +555,8 @@ def main():
     if a.check:
         with tempfile.TemporaryDirectory() as tmp:
             ok = True
-            for name, kw, seed in (("tiny_dense", DENSE, DENSE_SEED), ("tiny_moe", MOE, MOE_SEED), ("tiny_dpo", None, None)):
+            for name, kw, seed in (("tiny_dense", DENSE, DENSE_SEED), ("tiny_moe", MOE, MOE_SEED),
+                                   ("tiny_qknorm", QKNORM, QKNORM_SEED), ("tiny_dpo", None, None)):
                 p = build(name, kw, seed, tmp, verbose=False) if kw else build_dpo(tmp, verbose=False)
                 same = filecmp.cmp(p, os.path.join(a.out, f"{name}.safetensors"), shallow=False)
                 print(f"{name}: {'identical' if same else 'DIFFERENT'}")
@@ -557,6 +564,7 @@ def main():
             sys.exit(0 if ok else 1)
     build("tiny_dense", DENSE, DENSE_SEED, a.out)
     build("tiny_moe", MOE, MOE_SEED, a.out)
+    build("tiny_qknorm", QKNORM, QKNORM_SEED, a.out)
     build_dpo(a.out)
 
 

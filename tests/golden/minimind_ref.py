@@ -54,6 +54,8 @@ class Config:
     tie_word_embeddings: bool = True
     dropout: float = 0.0
     hidden_act: str = "silu"
+    # MiniMind-3 / Qwen3: RMSNorm over each head of q and of k (weights (D,), eps rms_norm_eps) before RoPE
+    qk_norm: bool = False
     # MiniMind MoE
     use_moe: bool = False
     n_routed_experts: int = 4
@@ -80,8 +82,12 @@ class Config:
     def to_hf_dict(self) -> dict:
         """config.json contents: LlamaConfig keys + MiniMind's MoE keys."""
         d = asdict(self)
-        d = {"architectures": ["LlamaForCausalLM"] if not self.use_moe else ["MiniMindForCausalLM"],
-             "model_type": "llama" if not self.use_moe else "minimind", "torch_dtype": "float32", **d}
+        qk = d.pop("qk_norm")  # said by the architecture: Qwen3 has q_norm / k_norm, Llama has not
+        if qk and self.use_moe:
+            raise ValueError("config: q/k norm with MoE is not modelled here")
+        arch, mtype = (("Qwen3ForCausalLM", "qwen3") if qk else ("LlamaForCausalLM", "llama")) if not self.use_moe \
+            else ("MiniMindForCausalLM", "minimind")
+        d = {"architectures": [arch], "model_type": mtype, "torch_dtype": "float32", **d}
         if not self.use_moe:  # a plain Llama config carries no MoE keys
             for k in ("use_moe", "n_routed_experts", "num_experts_per_tok", "n_shared_experts", "norm_topk_prob",
                       "aux_loss_alpha", "seq_aux", "scoring_func"):
@@ -90,8 +96,9 @@ class Config:
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "Config":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})  # architectures, torch_dtype, ...: ignored
+        known = {f.name for f in fields(cls)} - {"qk_norm"}
+        kw = {k: v for k, v in d.items() if k in known}  # architectures, torch_dtype, ...: ignored
+        return cls(**kw, qk_norm=d.get("model_type") in ("qwen3", "qwen3_moe"))
 
 
 # ----------------------------------------------------------------------------
@@ -143,11 +150,19 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(C, self.KV * self.D, bias=False)  # (KV*D, C)
         self.v_proj = nn.Linear(C, self.KV * self.D, bias=False)  # (KV*D, C)
         self.o_proj = nn.Linear(self.H * self.D, C, bias=False)  # (C, H*D)
+        if cfg.qk_norm:  # MATCH: MiniMind-3's / Qwen3's q_norm, k_norm: one (D,) gain shared by all heads
+            self.q_norm = RMSNorm(self.D, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.D, cfg.rms_norm_eps)
+        self.qk_norm = cfg.qk_norm
 
     def forward(self, x, cos, sin):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.H, self.D).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.KV, self.D).transpose(1, 2)  # (B, KV, T, D)
+        q = self.q_proj(x).view(B, T, self.H, self.D)  # (B, T, H, D)
+        k = self.k_proj(x).view(B, T, self.KV, self.D)  # (B, T, KV, D)
+        if self.qk_norm:  # MATCH: per head, before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.transpose(1, 2)  # (B, H, T, D)
+        k = k.transpose(1, 2)  # (B, KV, T, D)
         v = self.v_proj(x).view(B, T, self.KV, self.D).transpose(1, 2)  # (B, KV, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # MATCH (GQA): query head h reads kv head h // (H/KV), i.e. each kv head repeated H/KV times

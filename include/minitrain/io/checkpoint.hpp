@@ -1,11 +1,17 @@
 // minitrain/io/checkpoint.hpp
 // Model folders and training checkpoints.
 //
-//   save_pretrained / load_pretrained    DIR/config.json + DIR/model.safetensors: a Hugging Face model
-//                                        folder (HF parameter names, F32, lm_head tied and not stored),
-//                                        which transformers' LlamaForCausalLM (dense) and our PyTorch
-//                                        reference (tests/golden/minimind_ref.py) load as is.
-//   save_checkpoint / load_checkpoint    the same two files + DIR/training_state.safetensors: optimizer
+//   save_pretrained / load_pretrained    a Hugging Face model folder: config.json (Llama or Qwen3 naming,
+//                                        torch_dtype, token ids), model.safetensors (HF parameter names,
+//                                        F32 / BF16 / F16, lm_head tied and not stored),
+//                                        generation_config.json and, given the run's tokenizer,
+//                                        tokenizer.json, tokenizer_config.json, special_tokens_map.json
+//                                        (io/hf_folder.hpp): what transformers' AutoModelForCausalLM /
+//                                        AutoTokenizer and our PyTorch reference (tests/golden/
+//                                        minimind_ref.py) load as is. load_pretrained also reads folders
+//                                        transformers wrote: BF16 / F16 weights, sharded
+//                                        model-0000X-of-0000N.safetensors with model.safetensors.index.json.
+//   save_checkpoint / load_checkpoint    the same files (weights always F32) + DIR/training_state.safetensors: optimizer
 //                                        state slabs ("optimizer.exp_avg", ...) and, as JSON metadata,
 //                                        step counters, RNG, data position and the run's settings.
 //   checkpoint_dir, list_checkpoints, latest_checkpoint, prune_checkpoints
@@ -56,6 +62,7 @@
 #include "atomic_file.hpp"
 #include "crash_point.hpp"
 #include "hf_config.hpp"
+#include "hf_folder.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -266,18 +273,76 @@ struct StateJson {
 
 // ---- model folders --------------------------------------------------------------------------------
 
-/// Writes dir/config.json (hf_config<Net>) and dir/model.safetensors (every parameter under its HF
-/// name, F32, metadata {"format": "pt"} as transformers requires), each atomically; creates dir.
+/// The element type of model.safetensors in a model folder (--save_dtype). A checkpoint folder is always
+/// F32: resuming must continue from the exact weights.
+enum class SaveDType { f32, bf16, f16 };
+
+inline SaveDType parse_save_dtype(const std::string& s) {
+    if (s == "f32") return SaveDType::f32;
+    if (s == "bf16") return SaveDType::bf16;
+    if (s == "f16") return SaveDType::f16;
+    detail::fail("--save_dtype \"", s, "\": expected f32, bf16 or f16");
+}
+
+/// torch_dtype in config.json ("float32", "bfloat16", "float16").
+inline const char* torch_dtype_name(SaveDType d) {
+    return d == SaveDType::bf16 ? "bfloat16" : d == SaveDType::f16 ? "float16" : "float32";
+}
+
+/// What a model folder holds besides the weights.
+struct SaveOptions {
+    HFTokenIds tokens;                 ///< unset ids are taken from the tokenizer (io/hf_folder.hpp)
+    std::filesystem::path tokenizer;   ///< tokenizer.json to copy in (with tokenizer_config.json and
+                                       ///< special_tokens_map.json); empty: none
+    SaveDType dtype = SaveDType::f32;  ///< model.safetensors' element type
+};
+
+/// Writes a model folder, each file atomically, creating dir: config.json (hf_config<Net>, torch_dtype
+/// = options.dtype), model.safetensors (every parameter under its HF name, in options.dtype, rounded to
+/// nearest even; metadata {"format": "pt"} as transformers requires), generation_config.json, and, given
+/// options.tokenizer, tokenizer.json, tokenizer_config.json and special_tokens_map.json (io/hf_folder.hpp):
+/// a folder transformers' AutoModelForCausalLM and AutoTokenizer load as they are.
 template <ModelPolicy Net, class Backend>
 void save_pretrained(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
-                     const HFTokenIds& tokens = {}) {
+                     const SaveOptions& options) {
     detail::check_finite_parameters(model.params(), dir.string(), "refusing to save");
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) detail::fail(dir.string(), ": cannot create folder: ", ec.message());
+    HFTokenIds ids = options.tokens;
+    if (!options.tokenizer.empty()) {
+        write_tokenizer_files(dir, options.tokenizer, model.config().max_seq_len);
+        const HFTokenIds from = hf_token_ids(Tokenizer::load(options.tokenizer));
+        if (!ids.bos_token_id) ids.bos_token_id = from.bos_token_id;
+        if (!ids.eos_token_id) ids.eos_token_id = from.eos_token_id;
+        if (!ids.pad_token_id) ids.pad_token_id = from.pad_token_id;
+    }
     std::vector<float> staging;
-    save_safetensors(dir / detail::weights_file, detail::host_parameters(model.params(), staging), {{"format", "pt"}});
-    detail::write_json_file(dir / detail::config_file, hf_config<Net>(model.config(), tokens));
+    std::vector<NamedTensor> tensors = detail::host_parameters(model.params(), staging);
+    std::vector<std::vector<std::uint16_t>> narrow;  // the 16-bit copies, one per tensor
+    if (options.dtype != SaveDType::f32) {
+        for (NamedTensor& nt : tensors) {
+            const float* src = nt.tensor.data<float>();
+            auto& h = narrow.emplace_back(std::size_t(nt.tensor.numel()));
+            for (std::size_t i = 0; i < h.size(); ++i)
+                h[i] = options.dtype == SaveDType::bf16 ? bf16(src[i]).bits : detail::f32_to_f16(src[i]);
+            nt.tensor.ptr = h.data();
+            nt.tensor.dtype = DType::bf16;  // 2 bytes each; the header says which 16-bit type
+            nt.file_dtype = options.dtype == SaveDType::bf16 ? "BF16" : "F16";
+        }
+    }
+    save_safetensors(dir / detail::weights_file, tensors, {{"format", "pt"}});
+    nlohmann::json cfg = hf_config<Net>(model.config(), ids);
+    cfg["torch_dtype"] = torch_dtype_name(options.dtype);
+    detail::write_json_file(dir / detail::config_file, cfg);
+    detail::write_json_file(dir / "generation_config.json", hf_generation_config(ids));
+}
+
+/// save_pretrained with only token ids: config.json, model.safetensors (F32), generation_config.json.
+template <ModelPolicy Net, class Backend>
+void save_pretrained(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
+                     const HFTokenIds& tokens = {}) {
+    save_pretrained(dir, model, SaveOptions{tokens, {}, SaveDType::f32});
 }
 
 /// The run-time sizes stored in dir/config.json, to construct the Transformer that load_pretrained fills.
@@ -298,42 +363,43 @@ void load_pretrained(const std::filesystem::path& dir, Transformer<Net, Backend>
     if (std::string why = detail::config_mismatch_at<Net>(cfg_path.string(), cfg, &model.config()); !why.empty())
         throw Error(why);
 
-    SafeTensors st(dir / detail::weights_file);
-    const std::string where = st.path().string();
+    const SafeTensorsFolder st(dir);  // model.safetensors, or transformers' shards and their index
+    const std::string& where = st.where();
     auto& ps = model.params();
     for (const std::string& name : st.names()) {
         if (ps.try_find(name)) continue;
         if (name == "lm_head.weight") {
             const Parameter& emb = ps.find("model.embed_tokens.weight");
-            detail::check_loadable(st, name, emb.shape, false, "the tied output head (= model.embed_tokens.weight)");
+            detail::check_loadable(st.file(name), name, emb.shape, false,
+                                   "the tied output head (= model.embed_tokens.weight)");
             MT_CHECK(st.contains(emb.name), where, ": missing tensor \"", emb.name, "\" (expected shape ", emb.shape,
                      ")");
-            detail::check_loadable(st, emb.name, emb.shape, false, "the model");
+            detail::check_loadable(st.file(emb.name), emb.name, emb.shape, false, "the model");
             std::vector<float> head(std::size_t(emb.shape.numel())), table(head.size());
-            st.read_into(name, detail::host_f32(head.data(), emb.shape));
-            st.read_into(emb.name, detail::host_f32(table.data(), emb.shape));
+            st.file(name).read_into(name, detail::host_f32(head.data(), emb.shape));
+            st.file(emb.name).read_into(emb.name, detail::host_f32(table.data(), emb.shape));
             MT_CHECK(std::memcmp(head.data(), table.data(), head.size() * sizeof(float)) == 0, where,
                      ": tensor \"lm_head.weight\" differs from \"model.embed_tokens.weight\", but the model ties its "
                      "output head to the embedding (tie_word_embeddings)");
             continue;
         }
-        detail::fail(where, ": unexpected tensor \"", name, "\" ", detail::shape_str(st.info(name).shape),
-                     ": the model has no parameter of that name");
+        detail::fail(st.file(name).path().string(), ": unexpected tensor \"", name, "\" ",
+                     detail::shape_str(st.file(name).info(name).shape), ": the model has no parameter of that name");
     }
     for (const Parameter& p : ps.all()) {
         MT_CHECK(st.contains(p.name), where, ": missing tensor \"", p.name, "\" (expected shape ", p.shape, ")");
-        detail::check_loadable(st, p.name, p.shape, false, "the model");
+        detail::check_loadable(st.file(p.name), p.name, p.shape, false, "the model");
     }
     // Every value checked before the first is copied (one tensor at a time), so a NaN file changes nothing.
     std::vector<float> staging;
     for (const Parameter& p : ps.all()) {
         staging.resize(std::size_t(p.shape.numel()));
-        st.read_into(p.name, detail::host_f32(staging.data(), p.shape));
+        st.file(p.name).read_into(p.name, detail::host_f32(staging.data(), p.shape));
         if (auto bad = find_non_finite(p.name, staging.data(), p.shape.numel()))
-            detail::fail(where, ": refusing to load a model with non-finite weights: tensor ", describe(*bad),
-                         ". It was saved from a run that diverged; use an earlier checkpoint");
+            detail::fail(st.file(p.name).path().string(), ": refusing to load a model with non-finite weights: tensor ",
+                         describe(*bad), ". It was saved from a run that diverged; use an earlier checkpoint");
     }
-    for (const Parameter& p : ps.all()) detail::read_into_backend<Backend>(st, p.name, p.var.data, staging);
+    for (const Parameter& p : ps.all()) detail::read_into_backend<Backend>(st.file(p.name), p.name, p.var.data, staging);
 }
 
 // ---- training checkpoints -------------------------------------------------------------------------
@@ -356,7 +422,7 @@ inline std::filesystem::path checkpoint_dir(const std::filesystem::path& out_dir
 template <ModelPolicy Net, class Backend, class Algo>
 void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Backend>& model,
                      const Optimizer<Algo, Backend>& optimizer, const TrainingState& state,
-                     const HFTokenIds& tokens = {},
+                     const SaveOptions& files = {},
                      const std::vector<std::pair<std::string, Tensor>>* full_state = nullptr) {
     MT_CHECK(!optimizer.sharded() || full_state, dir.string(),
              ": the optimizer holds one shard of its state (ZeRO-1): gather the whole state and pass it as full_state");
@@ -405,7 +471,9 @@ void save_checkpoint(const std::filesystem::path& dir, const Transformer<Net, Ba
     }
 
     detail::write_directory_atomic(dir, [&](const std::filesystem::path& tmp) {
-        save_pretrained(tmp, model, tokens);
+        SaveOptions exact = files;
+        exact.dtype = SaveDType::f32;  // resuming continues from these weights: never rounded
+        save_pretrained(tmp, model, exact);
         save_safetensors(tmp / detail::state_file, tensors,
                          {{"format", "pt"}, {detail::state_metadata_key, meta.dump()}});
     });

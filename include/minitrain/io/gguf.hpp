@@ -25,6 +25,9 @@
 //     "llama-bpe" for a Split with the GPT-4 regex; bos / eos / padding ids written explicitly (without
 //     them llama.cpp falls back to GPT-2's ids), add_bos_token false (MiniMind never adds one).
 //   - 1-D tensors (the RMSNorm weights) stay F32 whatever the dtype; tied embeddings: no output.weight.
+//   - a model with q/k norm (MiniMind-3, a Qwen3ForCausalLM folder) is arch "qwen3": the same keys under
+//     "qwen3.", rotate-half RoPE (NEOX) so q_proj / k_proj go out unpermuted, and blk.N.attn_q_norm /
+//     attn_k_norm (F32, D values) as llama.cpp's Qwen3 converter writes them.
 //
 // Dimension legend: V = vocabulary rows, C = hidden, H / KV = query / key-value heads, D = head_dim,
 // F = intermediate (FFN) size.
@@ -51,6 +54,7 @@
 #include "../core/error.hpp"
 #include "../tokenizer/tokenizer.hpp"
 #include "atomic_file.hpp"
+#include "hf_folder.hpp"  // default_chat_template
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -83,18 +87,6 @@ struct GgufExportReport {
     int bos = -1, eos = -1, pad = -1;
 };
 
-/// ChatML, as MiniMind's tokenizer_config.json writes it without tools: a system turn (a default one when
-/// the conversation has none), then <|im_start|>role\ncontent<|im_end|>\n per message.
-inline const char* const default_chat_template =
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else -%}{{- '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{%- if not (loop.first and message['role'] == 'system') -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' }}{%- endif -%}";
-
 namespace gguf {
 
 // ---- the format ----------------------------------------------------------------------------------
@@ -115,22 +107,7 @@ inline constexpr std::int32_t token_normal = 1, token_control = 3, token_user_de
 inline constexpr std::uint32_t version = 3;
 inline constexpr std::uint64_t alignment = 32;
 
-/// f32 -> IEEE half, round to nearest even; overflow to Inf, NaN kept quiet.
-inline std::uint16_t f32_to_f16(float f) {
-    std::uint32_t x;
-    std::memcpy(&x, &f, 4);
-    const std::uint16_t sign = std::uint16_t((x >> 16) & 0x8000u);
-    std::uint32_t a = x & 0x7fffffffu;
-    if (a >= 0x7f800000u) return sign | (a > 0x7f800000u ? 0x7e00 : 0x7c00);
-    if (a >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 rounds to Inf
-    if (a < 0x38800000u) {                        // below 2^-14: a subnormal half, in units of 2^-24
-        float v;
-        std::memcpy(&v, &a, 4);
-        return sign | std::uint16_t(std::nearbyint(v * 16777216.0f));  // default rounding: nearest even
-    }
-    a += 0xc8000fffu + ((a >> 13) & 1u);  // exponent 127 -> 15 bias, plus round to nearest even
-    return sign | std::uint16_t(a >> 13);
-}
+using detail::f32_to_f16;  // io/safetensors.hpp
 
 /// A GGUF file being assembled in memory order: metadata, then tensors, then write().
 class Writer {
@@ -317,53 +294,12 @@ inline std::optional<int> named_token(const Tokenizer& tok, const nlohmann::json
     return {};
 }
 
-/// The weights of a folder: model.safetensors, or the shards listed by model.safetensors.index.json
-/// ({"weight_map": {"<tensor>": "model-00001-of-00002.safetensors", ...}}), as transformers writes them.
-class FolderTensors {
-public:
-    explicit FolderTensors(const std::filesystem::path& dir) {
-        const auto single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-        if (std::filesystem::exists(single) || !std::filesystem::exists(index)) {
-            files_.push_back(std::make_unique<SafeTensors>(single));
-        } else {
-            const nlohmann::json j = read_json(index);
-            MT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
-                     ": weight_map is missing or not an object");
-            std::map<std::string, std::size_t> shard_of_file;
-            for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-                MT_CHECK(it->is_string(), index.string(), ": weight_map[\"", it.key(), "\"] must be a file name");
-                const std::string f = it->get<std::string>();
-                MT_CHECK(f.find('/') == std::string::npos && f != ".." && !f.empty(), index.string(), ": weight_map[\"",
-                         it.key(), "\"] = \"", f, "\" is not a file of the folder");
-                if (!shard_of_file.count(f)) {
-                    shard_of_file[f] = files_.size();
-                    files_.push_back(std::make_unique<SafeTensors>(dir / f));
-                }
-            }
-        }
-        for (std::size_t i = 0; i < files_.size(); ++i)
-            for (const auto& n : files_[i]->names()) {
-                MT_CHECK(!where_.count(n), files_[i]->path().string(), ": tensor \"", n, "\" is also in another shard");
-                where_[n] = i;
-                names_.push_back(n);
-            }
-    }
-    bool contains(const std::string& n) const { return where_.count(n) != 0; }
-    const SafeTensors& file(const std::string& n) const {
-        MT_CHECK(contains(n), files_[0]->path().parent_path().string(), ": no tensor \"", n, "\"");
-        return *files_[where_.at(n)];
-    }
-    const std::vector<std::string>& names() const { return names_; }
-
-private:
-    std::vector<std::unique_ptr<SafeTensors>> files_;  // SafeTensors holds a mapping: not moved
-    std::map<std::string, std::size_t> where_;
-    std::vector<std::string> names_;
-};
+using FolderTensors = SafeTensorsFolder;  // io/safetensors.hpp
 
 }  // namespace gguf
 
-/// Writes `out` (GGUF v3, arch "llama") from the model folder `dir`: config.json (LlamaForCausalLM keys),
+/// Writes `out` (GGUF v3, arch "llama", or "qwen3" for a model with q_norm / k_norm) from the model folder
+/// `dir`: config.json (LlamaForCausalLM or Qwen3ForCausalLM keys),
 /// model.safetensors or transformers' shards with model.safetensors.index.json (F32, BF16 or F16), the tokenizer (options.tokenizer or dir/tokenizer.json), with
 /// dir/tokenizer_config.json's chat_template and special tokens when the file is there. Token ids, in
 /// order: tokenizer_config.json's bos/eos/pad tokens, config.json's *_token_id, then <|im_start|>,
@@ -374,16 +310,16 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     const auto t0 = std::chrono::steady_clock::now();
     const fs::path cfg_path = dir / "config.json";
     const std::string where = cfg_path.string();
-    const nlohmann::json cfg = gguf::read_json(cfg_path);
+    const nlohmann::json cfg = detail::with_legacy_rope(gguf::read_json(cfg_path));  // transformers 5 rope_parameters
     MT_CHECK(cfg.is_object(), where, ": must be a JSON object");
 
     // ---- architecture --------------------------------------------------------------------------
     const std::string model_type = cfg.value("model_type", std::string("llama"));
     const bool moe = cfg.value("use_moe", false);
-    MT_CHECK(!moe, where, ": use_moe is true: MiniMind's MoE (shared expert, its router) has no llama.cpp "
-             "architecture that computes it; export a dense model");
-    MT_CHECK(model_type == "llama" || model_type == "minimind", where, ": model_type is \"", model_type,
-             "\", GGUF export implements \"llama\" (and dense \"minimind\")");
+    MT_CHECK(!moe, where, ": use_moe is true: MoE models are not exported (MiniMind2's shared expert and its "
+             "router have no llama.cpp architecture; qwen3moe is not written); export a dense model");
+    MT_CHECK(model_type == "llama" || model_type == "minimind" || model_type == "qwen3", where, ": model_type is \"",
+             model_type, "\", GGUF export implements \"llama\", \"qwen3\" (and dense \"minimind\")");
     MT_CHECK(cfg.value("hidden_act", std::string("silu")) == "silu", where, ": hidden_act must be \"silu\"");
     MT_CHECK(!cfg.value("attention_bias", false) && !cfg.value("mlp_bias", false), where,
              ": attention_bias / mlp_bias: biases are not exported");
@@ -458,7 +394,11 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
 
     // ---- metadata ------------------------------------------------------------------------------
     gguf::Writer w;
-    const std::string arch = "llama";
+    // A model with q_norm / k_norm (model_type qwen3, or a MiniMind folder that has the tensors) is llama.cpp's
+    // qwen3: rotate-half RoPE (NEOX), so q and k are written as they are, plus attn_q_norm / attn_k_norm.
+    const gguf::FolderTensors st(dir);
+    const bool qk_norm = model_type == "qwen3" || st.contains("model.layers.0.self_attn.q_norm.weight");
+    const std::string arch = qk_norm ? "qwen3" : "llama";
     const std::uint32_t wtype = options.dtype == GgufDType::f16 ? gguf::ggml_f16
                                 : options.dtype == GgufDType::bf16 ? gguf::ggml_bf16 : gguf::ggml_f32;
     std::string name = options.name;
@@ -495,7 +435,6 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     w.add_string("tokenizer.chat_template", chat_template);
 
     // ---- tensors -------------------------------------------------------------------------------
-    const gguf::FolderTensors st(dir);
     const std::string swhere = (dir / "model.safetensors").string();
     std::map<std::string, int> used;
     auto take = [&](const std::string& hf, std::vector<std::int64_t> shape) {
@@ -528,8 +467,16 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
         const std::string p = "model.layers." + std::to_string(l) + ".";
         const std::string g = "blk." + std::to_string(l) + ".";
         put1(g + "attn_norm.weight", take(p + "input_layernorm.weight", {C}));
-        put2(g + "attn_q.weight", gguf::permute_rope_rows(take(p + "self_attn.q_proj.weight", {H * D, C}), H, C), H * D, C);
-        put2(g + "attn_k.weight", gguf::permute_rope_rows(take(p + "self_attn.k_proj.weight", {KV * D, C}), KV, C), KV * D, C);
+        auto q = take(p + "self_attn.q_proj.weight", {H * D, C}), k = take(p + "self_attn.k_proj.weight", {KV * D, C});
+        if (qk_norm) {
+            put1(g + "attn_q_norm.weight", take(p + "self_attn.q_norm.weight", {D}));
+            put1(g + "attn_k_norm.weight", take(p + "self_attn.k_norm.weight", {D}));
+        } else {  // llama: adjacent-pair RoPE
+            q = gguf::permute_rope_rows(std::move(q), H, C);
+            k = gguf::permute_rope_rows(std::move(k), KV, C);
+        }
+        put2(g + "attn_q.weight", std::move(q), H * D, C);
+        put2(g + "attn_k.weight", std::move(k), KV * D, C);
         put2(g + "attn_v.weight", take(p + "self_attn.v_proj.weight", {KV * D, C}), KV * D, C);
         put2(g + "attn_output.weight", take(p + "self_attn.o_proj.weight", {C, H * D}), C, H * D);
         put1(g + "ffn_norm.weight", take(p + "post_attention_layernorm.weight", {C}));
@@ -538,7 +485,8 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
         put2(g + "ffn_down.weight", take(p + "mlp.down_proj.weight", {C, F}), C, F);
     }
     for (const auto& n : st.names())
-        MT_CHECK(used.count(n), st.file(n).path().string(), ": tensor \"", n, "\" has no place in a llama GGUF (llama.cpp refuses extra tensors)");
+        MT_CHECK(used.count(n), st.file(n).path().string(), ": tensor \"", n, "\" has no place in a ", arch,
+                 " GGUF (llama.cpp refuses extra tensors)");
 
     w.write(out);
     rep.tensors = int(w.tensor_count());

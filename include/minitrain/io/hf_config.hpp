@@ -4,9 +4,13 @@
 //
 // A Model policy fixes every architectural size at compile time, so a checkpoint is loadable only into the
 // same policy. config.json is what tells: hf_config<Net>() writes the LlamaConfig keys (plus MiniMind's MoE
-// keys for an MoE policy) so that transformers' LlamaForCausalLM, llama.cpp's converter and our PyTorch
-// reference read our checkpoints, and config_mismatch<Net>() names the first key that disagrees with Net,
-// so loading the wrong checkpoint is a one-line error instead of a shape error deep in the loader.
+// keys for an MoE policy; Qwen3Config's / Qwen3MoeConfig's for a policy with q/k norm, as MiniMind's
+// convert script writes MiniMind-3) so that transformers' LlamaForCausalLM / Qwen3ForCausalLM, llama.cpp's
+// converter and our PyTorch reference read our checkpoints, and config_mismatch<Net>() names the first key
+// that disagrees with Net, so loading the wrong checkpoint is a one-line error instead of a shape error
+// deep in the loader. "architectures", when present, must name one of LlamaForCausalLM, Qwen3ForCausalLM,
+// Qwen3MoeForCausalLM, MiniMindForCausalLM; model_type qwen3 / qwen3_moe means q_norm / k_norm (the
+// compiled policy must have Net::qk_norm), llama means none, minimind leaves it to the tensors.
 //
 // Missing keys (config_mismatch, model_config_from). A key HF's LlamaConfig gives a default takes that
 // default, because that is how transformers itself would read the file:
@@ -20,8 +24,9 @@
 // writes the key, so only hand-written files rely on this default.
 // MiniMind's MoE keys default to MiniMind's values (tests/golden/minimind_ref.py): n_routed_experts 4,
 // num_experts_per_tok 2, n_shared_experts 1, norm_topk_prob true, aux_loss_alpha 0.01, scoring_func
-// "softmax", seq_aux true; use_moe defaults to false. Keys nobody reads here (architectures,
-// torch_dtype, token ids, ...) are ignored; a null value counts as absent. Real numbers (rms_norm_eps,
+// "softmax", seq_aux true; use_moe defaults to false (true for qwen3_moe, whose keys num_experts,
+// num_experts_per_tok, moe_intermediate_size, norm_topk_prob take Qwen3MoeConfig's defaults). Keys nobody
+// reads here (torch_dtype, token ids, ...) are ignored; a null value counts as absent. Real numbers (rms_norm_eps,
 // rope_theta, aux_loss_alpha) match within a relative 1e-6, so a value that went through f32 still
 // matches.
 //
@@ -60,13 +65,26 @@ struct HFTokenIds {
 /// Version of minitrain's additions to the files it writes (config.json "minitrain", training state).
 inline constexpr int checkpoint_format_version = 1;
 
+/// Which Hugging Face architecture a policy is written as: Llama for a dense model, Qwen3 for one with
+/// q/k norm (MiniMind's convert script does the same for MiniMind-3), Qwen3-MoE for an MoE model with q/k
+/// norm and no shared expert, else MiniMind's own MoE config.
+template <ModelPolicy Net>
+constexpr const char* hf_model_type() {
+    if constexpr (Net::moe) return Net::qk_norm && Net::shared_experts == 0 ? "qwen3_moe" : "minimind";
+    else return Net::qk_norm ? "qwen3" : "llama";
+}
+
 /// config.json for Net with the run-time sizes `rc`: a LlamaForCausalLM config for a dense policy, a
-/// MiniMindForCausalLM config (model_type "minimind", use_moe and the MoE keys) for an MoE policy.
+/// Qwen3ForCausalLM config for a dense policy with q/k norm, a Qwen3MoeForCausalLM config for an MoE one
+/// with q/k norm and no shared expert, else a MiniMindForCausalLM config (model_type "minimind", use_moe
+/// and MiniMind's MoE keys).
 template <ModelPolicy Net>
 nlohmann::json hf_config(const ModelConfig& rc, const HFTokenIds& tokens = {}) {
     nlohmann::json j;
-    j["architectures"] = nlohmann::json::array({Net::moe ? "MiniMindForCausalLM" : "LlamaForCausalLM"});
-    j["model_type"] = Net::moe ? "minimind" : "llama";
+    const std::string type = hf_model_type<Net>();
+    j["architectures"] = nlohmann::json::array({type == "llama" ? "LlamaForCausalLM" : type == "qwen3" ? "Qwen3ForCausalLM"
+                                                : type == "qwen3_moe" ? "Qwen3MoeForCausalLM" : "MiniMindForCausalLM"});
+    j["model_type"] = type;
     j["vocab_size"] = rc.vocab_size;
     j["hidden_size"] = Net::hidden;
     j["intermediate_size"] = Net::ffn;
@@ -89,7 +107,22 @@ nlohmann::json hf_config(const ModelConfig& rc, const HFTokenIds& tokens = {}) {
     if (tokens.bos_token_id) j["bos_token_id"] = *tokens.bos_token_id;
     if (tokens.eos_token_id) j["eos_token_id"] = *tokens.eos_token_id;
     if (tokens.pad_token_id) j["pad_token_id"] = *tokens.pad_token_id;
-    if constexpr (Net::moe) {
+    if constexpr (Net::qk_norm) {  // Qwen3Config: full attention in every layer
+        j["use_sliding_window"] = false;
+        j["sliding_window"] = nullptr;
+        j["max_window_layers"] = Net::layers;
+    }
+    if constexpr (Net::moe && Net::qk_norm && Net::shared_experts == 0) {  // Qwen3MoeConfig's names
+        j["use_moe"] = true;  // MiniMind's key, so that MiniMind's own loader sees an MoE model too
+        j["num_experts"] = Net::experts;
+        j["num_experts_per_tok"] = Net::top_k;
+        j["moe_intermediate_size"] = Net::ffn;
+        j["norm_topk_prob"] = Net::norm_topk;
+        j["router_aux_loss_coef"] = Net::aux_alpha;
+        j["decoder_sparse_step"] = 1;
+        j["mlp_only_layers"] = nlohmann::json::array();
+        j["output_router_logits"] = false;
+    } else if constexpr (Net::moe) {
         j["use_moe"] = true;
         j["n_routed_experts"] = Net::experts;
         j["num_experts_per_tok"] = Net::top_k;
@@ -226,12 +259,63 @@ private:
     std::string error_;
 };
 
+/// The architectures minitrain reads (config.json "architectures").
+inline constexpr std::string_view hf_architectures[] = {"LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",
+                                                        "MiniMindForCausalLM"};
+
+/// What no compiled policy can be: an architecture, model_type or activation minitrain does not implement.
+inline void check_family(ConfigCheck& c) {
+    if (const nlohmann::json* a = c.find("architectures")) {
+        std::string list;
+        for (std::string_view n : hf_architectures) list += (list.empty() ? "" : ", ") + std::string(n);
+        if (!a->is_array() || a->empty())
+            return c.fail_with("architectures must be a list of class names, found ", show_json(*a));
+        for (const auto& n : *a) {
+            bool known = false;
+            for (std::string_view k : hf_architectures) known = known || (n.is_string() && n.get<std::string>() == k);
+            if (!known)
+                return c.fail_with("architectures is ", show_json(*a), ": minitrain implements only ", list);
+        }
+    }
+    c.expect_string("model_type", {"llama", "qwen3", "qwen3_moe", "minimind"});
+    c.expect_string("hidden_act", {"silu"});
+}
+
+/// transformers 5 writes RoPE as "rope_parameters": {"rope_type": "default", "rope_theta": 1e6} instead of a
+/// top-level rope_theta and rope_scaling (MiniMind's convert script rewrites it back for that reason). A copy
+/// of cfg with rope_theta taken from there when it is not given, and rope_scaling set to rope_parameters
+/// itself when its rope_type is not "default", so that both are checked like the older keys.
+inline nlohmann::json with_legacy_rope(const nlohmann::json& cfg) {
+    if (!cfg.is_object() || !cfg.contains("rope_parameters") || !cfg["rope_parameters"].is_object()) return cfg;
+    nlohmann::json out = cfg;
+    const nlohmann::json& rp = cfg["rope_parameters"];
+    if ((!cfg.contains("rope_theta") || cfg["rope_theta"].is_null()) && rp.contains("rope_theta"))
+        out["rope_theta"] = rp["rope_theta"];
+    const std::string type = rp.contains("rope_type") && rp["rope_type"].is_string() ? rp["rope_type"].get<std::string>()
+                                                                                     : std::string("default");
+    if (type != "default" && (!cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null())) out["rope_scaling"] = rp;
+    return out;
+}
+
 /// config_mismatch with the file name used in the message (load_pretrained passes the full path).
 template <ModelPolicy Net>
-std::string config_mismatch_at(const std::string& where, const nlohmann::json& cfg, const ModelConfig* runtime) {
+std::string config_mismatch_at(const std::string& where, const nlohmann::json& given, const ModelConfig* runtime) {
+    const nlohmann::json cfg = with_legacy_rope(given);
     ConfigCheck c(where, cfg);
-    c.expect_string("model_type", {"llama", "minimind"});
-    c.expect_string("hidden_act", {"silu"});
+    check_family(c);
+    if (const nlohmann::json* t = c.ok() ? c.find("model_type") : nullptr) {
+        // q_norm / k_norm: Qwen3 always has them, Llama never; MiniMind's own folders may or may not (the
+        // tensors decide: load_pretrained names the missing or unexpected one).
+        const std::string type = t->get<std::string>();
+        const bool has = type == "qwen3" || type == "qwen3_moe";
+        if (type != "minimind" && has != Net::qk_norm)
+            c.fail_with("model_type is \"", type, "\" (", has ? "with" : "without",
+                        " q_norm / k_norm in every attention layer), the compiled model is ",
+                        Net::qk_norm ? "with them (a Qwen3 / MiniMind-3 architecture)" : "without them (Llama)");
+        if (c.ok() && (type == "qwen3_moe") != (Net::moe && Net::qk_norm && Net::shared_experts == 0) && has)
+            c.fail_with("model_type is \"", type, "\", the compiled model is ", Net::moe ? "a mixture of experts" : "dense",
+                        Net::moe && Net::shared_experts ? " with shared experts (no Qwen3-MoE equivalent)" : "");
+    }
     c.expect_int("num_hidden_layers", Net::layers);
     c.expect_int("hidden_size", Net::hidden);
     c.expect_int("num_attention_heads", Net::heads);
@@ -253,8 +337,28 @@ std::string config_mismatch_at(const std::string& where, const nlohmann::json& c
     c.expect_bool("tie_word_embeddings", true, true, "lm_head is the embedding matrix");
     c.expect_bool("attention_bias", false, false, "no bias in q/k/v/o_proj");
     c.expect_bool("mlp_bias", false, false, "no bias in gate/up/down_proj");
-    c.expect_bool("use_moe", Net::moe, false);
-    if constexpr (Net::moe) {
+    c.expect_bool("use_sliding_window", false, false, "full attention in every layer");
+    if (const nlohmann::json* lt = c.ok() ? c.find("layer_types") : nullptr) {  // transformers 5: per layer
+        bool full = lt->is_array();
+        if (full)
+            for (const auto& t : *lt) full = full && t.is_string() && t.get<std::string>() == "full_attention";
+        if (!full) c.fail_with("layer_types is ", show_json(*lt), ", the compiled model has full attention in every layer");
+    }
+    const nlohmann::json* type = c.find("model_type");
+    const bool qwen3_moe = type && type->is_string() && type->get<std::string>() == "qwen3_moe";
+    c.expect_bool("use_moe", Net::moe, qwen3_moe);
+    if (qwen3_moe) {
+        // Qwen3MoeConfig's names and defaults (configuration_qwen3_moe.py); no shared expert there.
+        c.expect_int("num_experts", Net::experts, 128, "Qwen3MoeConfig default");
+        c.expect_int("num_experts_per_tok", Net::top_k, 8, "Qwen3MoeConfig default");
+        c.expect_int("moe_intermediate_size", Net::ffn, 768, "Qwen3MoeConfig default");
+        c.expect_bool("norm_topk_prob", Net::norm_topk, false);
+        c.expect_int("decoder_sparse_step", 1, 1, "Qwen3MoeConfig default");
+        if (c.ok() && c.find("mlp_only_layers") && !(c.find("mlp_only_layers")->is_array() && c.find("mlp_only_layers")->empty()))
+            c.fail_with("mlp_only_layers is ", show_json(*c.find("mlp_only_layers")), ", the compiled model has experts in every layer");
+        // router_aux_loss_coef is not compared: it weighs a training loss only, and MiniMind's convert script
+        // leaves Qwen3MoeConfig's default (0.001) in the file it writes for MiniMind-3-MoE (trained with 5e-4).
+    } else if constexpr (Net::moe) {
         c.expect_int("n_routed_experts", Net::experts, 4, "MiniMind default");
         c.expect_int("num_experts_per_tok", Net::top_k, 2, "MiniMind default");
         c.expect_int("n_shared_experts", Net::shared_experts, 1, "MiniMind default");

@@ -14,12 +14,14 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <memory>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -91,6 +93,23 @@ inline float f16_to_f32(std::uint16_t h) {
     float f;
     std::memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+/// f32 -> IEEE half, round to nearest even; overflow to Inf, NaN kept quiet.
+inline std::uint16_t f32_to_f16(float f) {
+    std::uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const std::uint16_t sign = std::uint16_t((x >> 16) & 0x8000u);
+    std::uint32_t a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) return sign | (a > 0x7f800000u ? 0x7e00 : 0x7c00);
+    if (a >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 rounds to Inf
+    if (a < 0x38800000u) {                        // below 2^-14: a subnormal half, in units of 2^-24
+        float v;
+        std::memcpy(&v, &a, 4);
+        return sign | std::uint16_t(std::nearbyint(v * 16777216.0f));  // default rounding: nearest even
+    }
+    a += 0xc8000fffu + ((a >> 13) & 1u);  // exponent 127 -> 15 bias, plus round to nearest even
+    return sign | std::uint16_t(a >> 13);
 }
 
 /// Element i of an unaligned little-endian array (offsets inside the data buffer need not be aligned).
@@ -292,10 +311,86 @@ private:
     std::map<std::string, std::string> metadata_;
 };
 
+/// The weights of a model folder: DIR/model.safetensors, or the shards listed by
+/// DIR/model.safetensors.index.json ({"weight_map": {"<tensor>": "model-00001-of-00002.safetensors", ...}}),
+/// as transformers' save_pretrained writes them above its shard size (modeling_utils.py). A tensor found
+/// in two shards, a shard outside the folder, or a shard that holds a tensor the index does not list
+/// is an Error naming the file; a folder with only pytorch_model.bin (pickle) is refused, naming it.
+class SafeTensorsFolder {
+public:
+    explicit SafeTensorsFolder(const std::filesystem::path& dir) {
+        namespace fs = std::filesystem;
+        const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+        std::error_code ec;
+        if (!fs::exists(single, ec) && !fs::exists(index, ec) && fs::exists(dir / "pytorch_model.bin", ec))
+            detail::fail(dir.string(), ": holds pytorch_model.bin (a pickle, which minitrain does not read) and no "
+                         "model.safetensors: re-save it with save_pretrained(..., safe_serialization=True)");
+        if (fs::exists(single, ec) || !fs::exists(index, ec)) {
+            files_.push_back(std::make_unique<SafeTensors>(single));
+            where_text_ = single.string();
+        } else {
+            where_text_ = index.string();
+            const nlohmann::json j = detail::read_json(index);
+            MT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
+                     ": weight_map is missing or not an object");
+            std::map<std::string, std::size_t> shard_of_file;
+            std::map<std::string, std::string> listed;  // tensor -> shard, as the index says
+            for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+                MT_CHECK(it->is_string(), index.string(), ": weight_map[\"", it.key(), "\"] must be a file name");
+                const std::string f = it->get<std::string>();
+                MT_CHECK(f.find('/') == std::string::npos && f.find('\\') == std::string::npos && f != ".." &&
+                             f != "." && !f.empty(),
+                         index.string(), ": weight_map[\"", it.key(), "\"] = \"", f, "\" is not a file of the folder");
+                listed[it.key()] = f;
+                if (!shard_of_file.count(f)) {
+                    shard_of_file[f] = files_.size();
+                    files_.push_back(std::make_unique<SafeTensors>(dir / f));
+                }
+            }
+            for (const auto& [f, i] : shard_of_file)
+                for (const auto& n : files_[i]->names()) {
+                    auto at = listed.find(n);
+                    MT_CHECK(at != listed.end() && at->second == f, files_[i]->path().string(), ": tensor \"", n,
+                             "\" is in this shard, but ", index.string(),
+                             at == listed.end() ? std::string(" does not list it") : " places it in " + at->second);
+                }
+            for (const auto& [n, f] : listed)
+                MT_CHECK(files_[shard_of_file[f]]->contains(n), index.string(), ": weight_map[\"", n, "\"] = \"", f,
+                         "\", but that shard has no such tensor");
+        }
+        for (std::size_t i = 0; i < files_.size(); ++i)
+            for (const auto& n : files_[i]->names()) {
+                MT_CHECK(!where_.count(n), files_[i]->path().string(), ": tensor \"", n, "\" is also in another shard");
+                where_[n] = i;
+                names_.push_back(n);
+            }
+    }
+    bool contains(const std::string& n) const { return where_.count(n) != 0; }
+    /// The file that holds tensor n (read it with file(n).read_into(n, dst)).
+    const SafeTensors& file(const std::string& n) const {
+        MT_CHECK(contains(n), files_[0]->path().parent_path().string(), ": no tensor \"", n, "\"");
+        return *files_[where_.at(n)];
+    }
+    /// Every tensor name, shard by shard, each shard in data order.
+    const std::vector<std::string>& names() const { return names_; }
+    std::size_t shards() const { return files_.size(); }
+    /// The file to name in a message about the folder's weights as a whole: model.safetensors, or the index.
+    const std::string& where() const { return where_text_; }
+
+private:
+    std::string where_text_;
+    std::vector<std::unique_ptr<SafeTensors>> files_;  // SafeTensors holds a mapping: not moved
+    std::map<std::string, std::size_t> where_;
+    std::vector<std::string> names_;
+};
+
 /// A tensor with the name it is saved under.
 struct NamedTensor {
     std::string name;
     Tensor tensor;
+    /// The dtype written to the header when it is not the tensor's own: "F16" for IEEE halves held in a
+    /// 2-byte tensor (DType has no f16; save_pretrained's --save_dtype f16). Must have the same size.
+    const char* file_dtype = nullptr;
 };
 
 /// Writes CPU tensors (f32, f64, bf16, i32) to a safetensors file, in the given order, atomically (see
@@ -318,7 +413,10 @@ inline void save_safetensors(const std::filesystem::path& path, const std::vecto
                  "; copy it to a host tensor before saving");
         MT_CHECK(t.ptr != nullptr || t.numel() == 0, where, ": tensor \"", nt.name, "\" has no storage");
         auto& e = header[nt.name] = nlohmann::ordered_json::object();
-        e["dtype"] = detail::safetensors_dtype_name(t.dtype);
+        MT_CHECK(!nt.file_dtype || detail::safetensors_dtype_size(nt.file_dtype) == dtype_size(t.dtype), where,
+                 ": tensor \"", nt.name, "\": file dtype ", nt.file_dtype ? nt.file_dtype : "", " does not have the size of ",
+                 dtype_name(t.dtype));
+        e["dtype"] = nt.file_dtype ? nt.file_dtype : detail::safetensors_dtype_name(t.dtype);
         e["shape"] = std::vector<std::int64_t>(t.shape.dims.begin(), t.shape.dims.begin() + t.shape.rank);
         e["data_offsets"] = nlohmann::ordered_json::array({offset, offset + std::uint64_t(t.bytes())});
         offset += t.bytes();

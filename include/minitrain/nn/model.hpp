@@ -24,6 +24,7 @@ struct Knobs {
     static constexpr double rope_theta = 1e6;
     static constexpr double rms_eps = 1e-5;
     static constexpr double init_std = 0.02;
+    static constexpr bool qk_norm = false;       // RMSNorm on each head of q and k before RoPE (MiniMind-3, Qwen3)
 };
 
 template <int Layers, int Hidden, int Heads, bool UseMoE = false, class K = Knobs<>>
@@ -43,6 +44,7 @@ struct Model {
     static constexpr double rope_theta = K::rope_theta;
     static constexpr double rms_eps = K::rms_eps;
     static constexpr double init_std = K::init_std;
+    static constexpr bool qk_norm = K::qk_norm;
     using knobs = K;
 
     static_assert(Layers >= 1, "Model: Layers must be at least 1");
@@ -81,8 +83,25 @@ using MiniMind2Small = Model<8, 512, 8, false, Knobs<2>>;
 using MiniMind2SmallMoE = Model<8, 512, 8, true, Knobs<2>>;
 /// GPT-2 small's size (124M at vocabulary 50304) in the Llama architecture: 12 x 768, 12 heads, no GQA.
 using GPT2Small = Model<12, 768, 12, false, Knobs<12>>;
+/// MiniMind-3's knobs (jingyaogong/minimind HEAD, model/model_minimind.py): 4 KV heads, FFN 2432
+/// (MiniMind's ceil(768 * pi / 64) * 64), RMSNorm on q and k per head, eps 1e-6, theta 1e6; for the MoE
+/// variant 4 experts of the same FFN size, top-1, no shared expert, router_aux_loss_coef 5e-4.
+struct MiniMind3Knobs : Knobs<4, 2432, 4, 1, 0> {
+    static constexpr bool qk_norm = true;
+    static constexpr double rms_eps = 1e-6;
+    static constexpr double aux_alpha = 5e-4;
+};
+/// MiniMind-3: 8 layers x 768, 8 query heads and 4 KV heads of 96, q/k norm; about 64M parameters at vocabulary 6400.
+using MiniMind3 = Model<8, 768, 8, false, MiniMind3Knobs>;
+/// MiniMind-3's MoE: 4 routed experts, top-1, no shared expert.
+using MiniMind3MoE = Model<8, 768, 8, true, MiniMind3Knobs>;
 /// A model small enough for unit tests.
 using TinyModel = Model<2, 32, 4, false, Knobs<2>>;
 using TinyMoEModel = Model<2, 32, 4, true, Knobs<2>>;
+/// TinyModel with MiniMind-3's q/k norm (a Qwen3 folder).
+struct TinyQKNormKnobs : Knobs<2> {
+    static constexpr bool qk_norm = true;
+};
+using TinyQKNormModel = Model<2, 32, 4, false, TinyQKNormKnobs>;
 
 }  // namespace minitrain

@@ -40,9 +40,12 @@ struct PresetEntry {
 inline constexpr auto preset_list = std::tuple{
     PresetEntry<TinyBenchModel>{"tiny", "4 layers x 128, 4 heads (2 KV): the benchmark's tiny model"},
     PresetEntry<TinyModel>{"test", "2 layers x 32, 4 heads (2 KV): for tests and trying things out"},
+    PresetEntry<TinyQKNormModel>{"test-qknorm", "the test preset with MiniMind-3's q/k norm (a Qwen3 folder): for tests"},
     PresetEntry<QuickstartModel>{"quickstart", "4 layers x 256, 8 heads (4 KV): the quickstart's model, 3.5M at vocab 2048"},
     PresetEntry<MiniMind2Small>{"minimind2-small", "8 layers x 512, 8 heads (2 KV): MiniMind2-Small, 26M at vocab 6400"},
     PresetEntry<MiniMind2SmallMoE>{"minimind2-small-moe", "MiniMind2-Small with 4 routed experts (top-2) + 1 shared"},
+    PresetEntry<MiniMind3>{"minimind3", "8 layers x 768, 8 heads (4 KV) of 96, q/k norm: MiniMind-3, 64M at vocab 6400"},
+    PresetEntry<MiniMind3MoE>{"minimind3-moe", "MiniMind-3 with 4 routed experts (top-1), no shared expert"},
     PresetEntry<GPT2Small>{"gpt2-small", "12 layers x 768, 12 heads: GPT-2 small's size, 124M at vocab 50304"},
 };
 

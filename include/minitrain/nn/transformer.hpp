@@ -2,6 +2,7 @@
 // Transformer<Net, Backend>: the parameters of a Model policy and its forward pass (Llama / MiniMind).
 //
 //   embedding -> Layers x [RMSNorm -> GQA causal attention with RoPE -> residual;
+//                          (with Net::qk_norm, RMSNorm on each head of q and of k before RoPE: MiniMind-3, Qwen3)
 //                          RMSNorm -> SwiGLU MLP or MoE -> residual] -> RMSNorm -> lm_head (tied)
 //
 // Legend: B = batch, T = time, C = hidden, H = heads, KV = key/value heads, D = head dim, F = FFN size,
@@ -53,6 +54,7 @@ public:
     struct Layer {
         Var *attn_norm, *wq, *wk, *wv, *wo, *mlp_norm;  // (C), (H*D, C), (KV*D, C), (KV*D, C), (C, H*D), (C)
         MLP mlp;                                        // dense layers
+        Var *q_norm = nullptr, *k_norm = nullptr;       // (D), (D): Net::qk_norm only
         Var* router = nullptr;                          // (E, C), MoE layers
         std::vector<MLP> experts, shared;
     };
@@ -77,6 +79,10 @@ public:
             l.wk = &params_.add(p + "self_attn.k_proj.weight", {KV * D, C});
             l.wv = &params_.add(p + "self_attn.v_proj.weight", {KV * D, C});
             l.wo = &params_.add(p + "self_attn.o_proj.weight", {C, H * D});
+            if constexpr (Net::qk_norm) {  // Qwen3's names (MiniMind-3's convert script writes these)
+                l.q_norm = &params_.add(p + "self_attn.q_norm.weight", {D});
+                l.k_norm = &params_.add(p + "self_attn.k_norm.weight", {D});
+            }
             l.mlp_norm = &params_.add(p + "post_attention_layernorm.weight", {C});
             if constexpr (Net::moe) {
                 l.router = &params_.add(p + "mlp.gate.weight", {Net::experts, C});
@@ -138,8 +144,14 @@ public:
             Var& hq = project(g, h, *l.wq, la ? &la->q : nullptr);                 // (B, T, H*D)
             Var& hk = project(g, h, *l.wk, la ? &la->k : nullptr);                 // (B, T, KV*D)
             Var& hv = project(g, h, *l.wv, la ? &la->v : nullptr);                 // (B, T, KV*D)
-            Var& q = rope(g, reshape(g, hq, {Bn, T, H, D}), cos(), sin(), pos0);   // (B, T, H, D)
-            Var& k = rope(g, reshape(g, hk, {Bn, T, KV, D}), cos(), sin(), pos0);  // (B, T, KV, D)
+            Var* q4 = &reshape(g, hq, {Bn, T, H, D});                              // (B, T, H, D)
+            Var* k4 = &reshape(g, hk, {Bn, T, KV, D});                             // (B, T, KV, D)
+            if constexpr (Net::qk_norm) {  // each head's D values normalized on their own, one gain per dim
+                q4 = &rmsnorm(g, *q4, *l.q_norm, Net::rms_eps);
+                k4 = &rmsnorm(g, *k4, *l.k_norm, Net::rms_eps);
+            }
+            Var& q = rope(g, *q4, cos(), sin(), pos0);   // (B, T, H, D)
+            Var& k = rope(g, *k4, cos(), sin(), pos0);  // (B, T, KV, D)
             Var& v = reshape(g, hv, {Bn, T, KV, D});                              // (B, T, KV, D)
             Var* a;
             if (cache) {

@@ -62,6 +62,7 @@ struct TrainConfig {
     int save_interval = 1000;  // 0: only the final save
     int keep_last = 3;
     std::string out_dir = "out";
+    std::string save_dtype = "f32";  // OUT_DIR/final/model.safetensors: f32, bf16 or f16 (checkpoints stay f32)
     bool resume = false;
     bool allow_changed_resume = false;  // resume even when settings that change the result differ from the saved run
     int threads = 0;  // 0: leave the thread count as it is

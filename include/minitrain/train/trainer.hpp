@@ -256,7 +256,7 @@ public:
         if constexpr (requires { objective_->save_checkpoint(dir, *model_, *optim_, state()); })
             objective_->save_checkpoint(dir, *model_, *optim_, state());  // the task adds its own files (LoRA)
         else
-            save_checkpoint(dir, *model_, *optim_, state(), {}, full.empty() ? nullptr : &full);
+            save_checkpoint(dir, *model_, *optim_, state(), folder_files(), full.empty() ? nullptr : &full);
         prune_checkpoints(cfg_.out_dir, cfg_.keep_last);
         return dir;
     }
@@ -283,7 +283,17 @@ public:
     std::vector<std::int32_t> sample_prompt;
 
 private:
+    /// What every model folder of the run holds besides the weights: the run's tokenizer and its side files
+    /// (io/hf_folder.hpp), so that each checkpoint and the final folder load in transformers as they are.
+    SaveOptions folder_files(SaveDType dtype = SaveDType::f32) const {
+        SaveOptions o;
+        o.tokenizer = cfg_.tokenizer;
+        o.dtype = dtype;
+        return o;
+    }
+
     void validate() const {
+        parse_save_dtype(cfg_.save_dtype);  // refused now rather than after the whole run
         MT_CHECK(cfg_.batch_size >= 1, "batch_size must be at least 1, got ", cfg_.batch_size);
         MT_CHECK(cfg_.max_seq_len >= 1, "max_seq_len must be at least 1, got ", cfg_.max_seq_len);
         MT_CHECK(cfg_.accumulation_steps >= 1, "accumulation_steps must be at least 1, got ", cfg_.accumulation_steps);
@@ -570,7 +580,7 @@ private:
             if constexpr (requires { objective_->save_final(tmp, *model_); })
                 objective_->save_final(tmp, *model_);  // e.g. LoRA: a PEFT adapter folder
             else
-                save_pretrained(tmp, *model_);
+                save_pretrained(tmp, *model_, folder_files(parse_save_dtype(cfg_.save_dtype)));
         });
         say("saved ", dir.string(), " (resumable) and ", final_dir.string(), " (Hugging Face folder); metrics in ",
             metrics_->path().string());

@@ -55,11 +55,11 @@ inline nlohmann::json with_derived_defaults(nlohmann::json cfg) {
 
 /// The config.json keys that describe the architecture, in the order config_mismatch checks them.
 inline constexpr std::string_view architecture_keys[] = {
-    "num_hidden_layers", "hidden_size",    "num_attention_heads", "num_key_value_heads", "head_dim",
+    "model_type",        "num_hidden_layers", "hidden_size",    "num_attention_heads", "num_key_value_heads", "head_dim",
     "intermediate_size", "rms_norm_eps",   "rope_theta",          "rope_scaling",        "tie_word_embeddings",
     "attention_bias",    "mlp_bias",       "use_moe",             "n_routed_experts",    "num_experts_per_tok",
     "n_shared_experts",  "norm_topk_prob", "aux_loss_alpha",      "scoring_func",        "seq_aux"};
-inline constexpr std::size_t first_moe_key = 12;  // use_moe; the keys after it exist in MoE configs only
+inline constexpr std::size_t first_moe_key = 13;  // use_moe; the keys after it exist in MoE configs only
 static_assert(architecture_keys[first_moe_key] == "use_moe");
 
 /// Whether `cfg` (with derived defaults) agrees with Net on `key` alone, by config_mismatch's rules
@@ -144,11 +144,11 @@ inline std::string preset_for_config(const nlohmann::json& cfg, const std::strin
                      "(the compiled presets are ", list, "); add its line to include/minitrain/nn/presets.hpp and rebuild");
     }
     if (!cfg.is_object()) throw Error(detail::config_mismatch_at<TinyModel>(where, cfg, nullptr));
-    // Another architecture altogether (model_type, hidden_act) is config_mismatch's sentence as it is.
-    for (const char* k : {"model_type", "hidden_act"}) {
-        nlohmann::json probe = hf_config<TinyModel>(ModelConfig{});
-        if (cfg.contains(k)) probe[k] = cfg[k];
-        if (std::string why = detail::config_mismatch_at<TinyModel>(where, probe, nullptr); !why.empty()) throw Error(why);
+    // Another architecture altogether (architectures, model_type, hidden_act) is said as it is.
+    {
+        detail::ConfigCheck family(where, cfg);
+        detail::check_family(family);
+        if (!family.ok()) throw Error(family.error());
     }
 
     // The closest preset: the fewest architecture keys in disagreement (the first such preset on a tie).

@@ -219,6 +219,8 @@ public:
         f.bind("save_interval", cfg.save_interval, "save a checkpoint every this many steps (0: at the end only)");
         f.bind("keep_last", cfg.keep_last, "checkpoints kept (<= 0: all)");
         f.bind("out_dir", cfg.out_dir, "where metrics, TensorBoard events, loss.svg, report.md, checkpoints and final/ go");
+        f.bind("save_dtype", cfg.save_dtype, "element type of OUT_DIR/final/model.safetensors: f32, bf16 or f16 "
+               "(checkpoints are always f32, so that a resume is exact)");
         f.bind("resume", cfg.resume, "continue from the latest checkpoint in out_dir (if there is one)");
         f.bind("from_resume", cfg.resume, "the same as --resume (MiniMind's name)");
         f.bind("allow_changed_resume", cfg.allow_changed_resume,
