@@ -7,6 +7,7 @@
 #include "attention.hpp"
 #include "cross_entropy.hpp"
 #include "dpo.hpp"
+#include "grpo.hpp"
 #include "dropout.hpp"
 #include "embedding.hpp"
 #include "linear.hpp"
