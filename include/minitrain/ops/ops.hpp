@@ -5,6 +5,7 @@
 #include "add.hpp"
 #include "attention.hpp"
 #include "cross_entropy.hpp"
+#include "distill.hpp"
 #include "dpo.hpp"
 #include "grpo.hpp"
 #include "dropout.hpp"

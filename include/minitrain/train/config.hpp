@@ -62,6 +62,11 @@ struct TrainConfig {
     std::string reward = "exact_match";  // rule rewards, '+'-joined: exact_match, format, length (rl/rewards.hpp)
     double length_penalty = 0.0;      // "length": reward -= length_penalty per generated token
 
+    // ---- knowledge distillation (train/distill.hpp), named as MiniMind's train_distillation.py
+    std::string teacher;               // the teacher's model folder (same tokenizer, any size)
+    double distill_alpha = 0.5;        // weight of the hard-label loss; 1 - alpha weighs the soft targets
+    double distill_temperature = 1.5;  // softens both distributions of the KL term
+
     // ---- divergence guard (train/guard.hpp)
     double skip_outlier_sigma = 0;  // > 0: skip a step whose loss or grad norm is this many std devs above recent ones
     int max_bad_steps = 5;          // skipped steps in a row (non-finite or outlier) that stop the run; 0: never stop

@@ -1,8 +1,11 @@
-// GRPO / CISPO: group-relative advantages (against the formula), the policy loss (its value against a
-// plain double loop, its gradient against finite differences through both clip branches and the KL
-// term), a tiny model's loss and every gradient against PyTorch (tests/golden/tiny_grpo.safetensors),
-// the rule rewards, and the GRPO task trained end to end: the reward rises, a seeded run reproduces
-// itself, a stopped run resumes bit for bit, and LoRA trains the adapters only.
+// The RL and distillation stages. GRPO / CISPO: group-relative advantages (against the formula), the
+// policy loss (its value against a plain double loop, its gradient against finite differences through
+// both clip branches and the KL term), a tiny model's loss and every gradient against PyTorch
+// (tests/golden/tiny_grpo.safetensors), the rule rewards, and the GRPO task trained end to end: the
+// reward rises, a seeded run reproduces itself, a stopped run resumes bit for bit, and LoRA trains the
+// adapters only. Distillation: the loss against PyTorch at three temperatures
+// (tests/golden/tiny_distill.safetensors) and finite differences, and the task: the student moves
+// toward the teacher.
 #include "support/gradcheck.hpp"
 
 #include <cmath>
@@ -16,6 +19,7 @@
 #include <minitrain/io/safetensors.hpp>
 #include <minitrain/nn/transformer.hpp>
 #include <minitrain/optim/adamw.hpp>
+#include <minitrain/train/distill.hpp>
 #include <minitrain/train/grpo.hpp>
 #include <minitrain/train/lora.hpp>
 #include <minitrain/train/trainer.hpp>
@@ -427,4 +431,71 @@ TEST_CASE("GRPO with LoRA: only the adapters train; the base and the reference s
     for (int i = 0; i < 3; ++i) t.train_step();
     CHECK(std::memcmp(base.data(), d.data<float>(), base.size() * sizeof(float)) == 0);
     CHECK(t.last_grad_norm() > 0);
+}
+
+// ---- distillation -----------------------------------------------------------------------------------------
+
+TEST_CASE("distill_loss against PyTorch at temperatures 1, 1.5 and 4: loss and gradient") {
+    SafeTensors st(golden_dir / "tiny_distill.safetensors");
+    Buffer<CPU> student(Shape{7, 11}, DType::f32), teacher(Shape{7, 11}, DType::f32), targets(Shape{7}, DType::i32);
+    st.read_into("student", student);
+    st.read_into("teacher", teacher);
+    st.read_into("targets", targets);
+    const double alpha = std::stod(st.metadata().at("alpha"));
+    CHECK(alpha == 0.5);
+    for (double T : {1.0, 1.5, 4.0}) {
+        const std::string k = "T" + std::string(T == 1.0 ? "1.0" : T == 1.5 ? "1.5" : "4.0");
+        INFO(k);
+        Graph<CPU> g;
+        Var& s = g.leaf(student.tensor(), true);
+        DistillStats ds;
+        Var& loss = distill_loss(g, s, teacher.tensor(), targets.tensor(), alpha, T, &ds);
+        CHECK(to_vector(loss.data)[0] == doctest::Approx(read(st, k + ".loss")[0]).epsilon(1e-5));
+        CHECK(ds.positions == 5);  // two of the seven targets are -100
+        g.backward(loss);
+        const auto want = read(st, k + ".grad");
+        check_close(to_vector(s.grad), want, 1e-4, 1e-6, "gradient " + k);
+    }
+}
+
+TEST_CASE("distill_loss: gradient matches finite differences; alpha 1 is the plain cross-entropy") {
+    Rng rng{31};
+    auto s = randn({5, 9}, rng, 2.0), t = randn({5, 9}, rng, 2.0);
+    Buffer<CPU> y = randint({5}, rng, 0, 9);
+    y.data<std::int32_t>()[1] = -100;
+    for (double T : {1.0, 2.5})
+        gradcheck({{&s}, {&t, false}}, [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& {
+            return distill_loss(g, *v[0], v[1]->data, y.tensor(), 0.3, T);
+        });
+    Graph<CPU> g;
+    Var& a = distill_loss(g, g.leaf(s.tensor()), t.tensor(), y.tensor(), 1.0, 1.5);
+    Var& b = cross_entropy(g, g.leaf(s.tensor()), y.tensor());
+    CHECK(to_vector(a.data)[0] == doctest::Approx(to_vector(b.data)[0]).epsilon(1e-12));
+    CHECK_THROWS_WITH_AS(distill_loss(g, g.leaf(s.tensor()), t.tensor(), y.tensor(), 0.5, 0.0),
+                         doctest::Contains("temperature must be positive"), Error);
+}
+
+TEST_CASE("Distill task: the student's KL to the teacher falls; validation is the student's cross-entropy") {
+    TempDir dir;
+    TrainConfig c = grpo_run(dir);  // the same conversations and tokenizer; the "sft" folder is the teacher
+    c.teacher = c.init_from;
+    c.init_from.clear();
+    c.init_seed = 77;  // a student that differs from the teacher
+    c.batch_size = 4;
+    c.max_steps = 25;
+    c.learning_rate = 3e-3;
+    c.distill_alpha = 0.0;  // soft targets only: the student should approach the teacher
+    using DistillTrainer = Trainer<GoldenDense, Optimizer<AdamW>, Schedule<Constant>, Distill<GoldenDense, SFT>>;
+    DistillTrainer t(c);
+    const double first = t.train_step();
+    for (int i = 1; i < 25; ++i) t.train_step();
+    INFO("soft loss " << first << " -> " << t.last_loss());
+    CHECK(t.last_loss() < 0.5 * first);
+    CHECK(t.objective().teacher().params().trainable_count() == 0);
+    auto val = t.evaluate();
+    CHECK(val.tokens > 0);
+    CHECK(val.loss > 0);
+    TrainConfig bad = c;
+    bad.teacher.clear();
+    CHECK_THROWS_WITH_AS(DistillTrainer{bad}, doctest::Contains("teacher's model folder"), Error);
 }
