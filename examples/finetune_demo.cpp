@@ -147,9 +147,9 @@ int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/finetune_demo";
         int threads = 2, pretrain_steps = 1500, sft_steps = 600, lora_steps = 600, dpo_steps = 100, n_test = 150;
-        int grpo_steps = 150, grpo_prompts = 16, grpo_samples = 6;
+        int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
         double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
-        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 1.0;
+        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model is right: no signal
         std::string grpo_loss = "cispo";
         bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
