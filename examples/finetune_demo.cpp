@@ -14,10 +14,11 @@
 //   data/test_prompts.txt            held-out questions: facts the model read in pretraining but was never
 //   data/test_answers.txt            asked about in any fine-tuning file (chat --prompts answers the first)
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
-// attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model), and after each
-// stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out questions, using
-// the same ChatSession as examples/chat.cpp. The LoRA stage is scored the way chat --adapter runs it: the
-// adapter folder merged into a freshly loaded base.
+// attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model) -> GRPO (CISPO
+// loss, from the SFT model, the exact-match reward on the training questions; it prints the reward curve),
+// and after each stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out
+// questions, using the same ChatSession as examples/chat.cpp. The LoRA stage is scored the way
+// chat --adapter runs it: the adapter folder merged into a freshly loaded base.
 //
 // The pretrained model knows the held-out facts (it completes "Q: What is 7 x 8? A:" as plain text, and
 // the demo prints how often correctly) but has never seen a ChatML conversation, so it cannot answer
@@ -39,6 +40,7 @@
 #include <minitrain/minitrain.hpp>
 #include <minitrain/nn/chat.hpp>
 #include <minitrain/train/dpo.hpp>
+#include <minitrain/train/grpo.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
 
@@ -145,8 +147,11 @@ int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/finetune_demo";
         int threads = 2, pretrain_steps = 1500, sft_steps = 600, lora_steps = 600, dpo_steps = 100, n_test = 150;
+        int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
         double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
-        bool reuse_pretrain = false, data_only = false;
+        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model is right: no signal
+        std::string grpo_loss = "cispo";
+        bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
         Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
                                      "after each stage. A few minutes on 2 CPU cores.");
@@ -154,13 +159,21 @@ int main(int argc, char** argv) {
         flags.bind("threads", threads, "CPU threads (0: all cores)");
         flags.bind("pretrain_steps", pretrain_steps, "pretraining steps (32 x 48 tokens)");
         flags.bind("sft_steps", sft_steps, "SFT steps (32 conversations)");
-        flags.bind("lora_steps", lora_steps, "LoRA steps (32 conversations)");
-        flags.bind("dpo_steps", dpo_steps, "DPO steps (32 pairs)");
+        flags.bind("lora_steps", lora_steps, "LoRA steps (32 conversations; 0: skip)");
+        flags.bind("dpo_steps", dpo_steps, "DPO steps (32 pairs; 0: skip)");
         flags.bind("sft_lr", sft_lr, "SFT peak learning rate (warmup, cosine to a tenth)");
         flags.bind("lora_lr", lora_lr, "LoRA peak learning rate");
         flags.bind("dpo_lr", dpo_lr, "DPO peak learning rate");
         flags.bind("dpo_beta", dpo_beta, "DPO beta");
+        flags.bind("grpo_steps", grpo_steps, "GRPO steps from the SFT model, exact-match reward on the training questions (0: skip)");
+        flags.bind("grpo_prompts", grpo_prompts, "GRPO prompts per step");
+        flags.bind("grpo_samples", grpo_samples, "GRPO samples per prompt");
+        flags.bind("grpo_lr", grpo_lr, "GRPO learning rate (constant)");
+        flags.bind("grpo_beta", grpo_beta, "GRPO KL penalty to the SFT model");
+        flags.bind("grpo_temperature", grpo_temperature, "GRPO sampling temperature");
+        flags.bind("grpo_loss", grpo_loss, "cispo or grpo");
         flags.bind("reuse_pretrain", reuse_pretrain, "skip pretraining: fine-tune the model already in OUT_DIR/pretrain/final");
+        flags.bind("reuse_sft", reuse_sft, "skip SFT too: the later stages start from OUT_DIR/sft/final (with --reuse_pretrain 1)");
         flags.bind("test", n_test, "held-out questions");
         flags.bind("seed", seed, "data split seed");
         flags.bind("data_only", data_only, "write the data files (step 1) and stop: the corpus for the stage programs");
@@ -292,7 +305,11 @@ int main(int argc, char** argv) {
         std::printf("[5/6] SFT: %d steps from %s\n", sft_steps, (pre_run / "final").c_str());
         t0 = std::chrono::steady_clock::now();
         const fs::path sft_run = out / "sft";
-        {
+        if (reuse_sft) {
+            Transformer<Net> m(load_model_config(sft_run / "final"));
+            load_pretrained(sft_run / "final", m);
+            report("SFT (full, reused)", m, 0.0);
+        } else {
             TrainConfig c = stage_config(sft_run, tok_path, vocab, threads, sft_train, sft_val, sft_steps, sft_lr, 20);
             c.init_from = (pre_run / "final").string();
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, SFT> t(c);
@@ -302,37 +319,76 @@ int main(int argc, char** argv) {
         }
 
         // ---- 5b. LoRA from the pretrained model, on the SFT data ----------------------------------------
-        std::printf("[5b/6] LoRA (rank 8, alpha 16, attention + MLP): %d steps from %s\n", lora_steps,
-                    (pre_run / "final").c_str());
-        t0 = std::chrono::steady_clock::now();
-        const fs::path lora_run = out / "lora";
-        {
-            TrainConfig c = stage_config(lora_run, tok_path, vocab, threads, sft_train, sft_val, lora_steps, lora_lr, 20);
-            c.init_from = (pre_run / "final").string();
-            Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, LoRA8> t(c);
-            t.fit();
-            const double secs = seconds_since(t0);
-            // Scored as chat --adapter runs it: a fresh base with the saved adapter folder merged in.
-            Transformer<Net> merged(load_model_config(pre_run / "final"));
-            load_pretrained(pre_run / "final", merged);
-            merge_peft_adapter(lora_run / "final", merged);
-            report("LoRA r8 (merged)", merged, secs);
+        if (lora_steps > 0) {
+            std::printf("[5b/6] LoRA (rank 8, alpha 16, attention + MLP): %d steps from %s\n", lora_steps,
+                        (pre_run / "final").c_str());
+            t0 = std::chrono::steady_clock::now();
+            const fs::path lora_run = out / "lora";
+            {
+                TrainConfig c = stage_config(lora_run, tok_path, vocab, threads, sft_train, sft_val, lora_steps, lora_lr, 20);
+                c.init_from = (pre_run / "final").string();
+                Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, LoRA8> t(c);
+                t.fit();
+                const double secs = seconds_since(t0);
+                // Scored as chat --adapter runs it: a fresh base with the saved adapter folder merged in.
+                Transformer<Net> merged(load_model_config(pre_run / "final"));
+                load_pretrained(pre_run / "final", merged);
+                merge_peft_adapter(lora_run / "final", merged);
+                report("LoRA r8 (merged)", merged, secs);
+            }
         }
 
         // ---- 6. DPO from the SFT model ------------------------------------------------------------------
-        std::printf("[6/6] DPO: %d steps from %s\n", dpo_steps, (sft_run / "final").c_str());
-        t0 = std::chrono::steady_clock::now();
-        const fs::path dpo_run = out / "dpo";
-        {
-            TrainConfig c = stage_config(dpo_run, tok_path, vocab, threads, (data / "dpo_train.jsonl").string(),
-                                         (data / "dpo_val.jsonl").string(), dpo_steps, dpo_lr, 10);
+        if (dpo_steps > 0) {
+            std::printf("[6/6] DPO: %d steps from %s\n", dpo_steps, (sft_run / "final").c_str());
+            t0 = std::chrono::steady_clock::now();
+            const fs::path dpo_run = out / "dpo";
+            {
+                TrainConfig c = stage_config(dpo_run, tok_path, vocab, threads, (data / "dpo_train.jsonl").string(),
+                                             (data / "dpo_val.jsonl").string(), dpo_steps, dpo_lr, 10);
+                c.init_from = (sft_run / "final").string();
+                c.dpo_beta = dpo_beta;
+                c.log_interval = 25;
+                Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, DPO> t(c);
+                t.fit();
+                finish_folder(dpo_run);
+                report("DPO (from SFT)", t.model(), seconds_since(t0));
+            }
+        }
+
+        // ---- 7. GRPO from the SFT model: exact-match reward on the training questions ----------------------
+        if (grpo_steps > 0) {
+            std::printf("[7/7] GRPO (%s): %d steps from %s, %d prompts x %d samples per step\n", grpo_loss.c_str(),
+                        grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples);
+            t0 = std::chrono::steady_clock::now();
+            const fs::path grpo_run = out / "grpo";
+            TrainConfig c = stage_config(grpo_run, tok_path, vocab, threads, sft_train, sft_val, grpo_steps, grpo_lr, 0);
             c.init_from = (sft_run / "final").string();
-            c.dpo_beta = dpo_beta;
-            c.log_interval = 25;
-            Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, DPO> t(c);
+            c.batch_size = grpo_prompts;
+            c.num_generations = grpo_samples;
+            c.loss_type = grpo_loss;
+            c.beta = grpo_beta;
+            c.temperature = grpo_temperature;
+            c.max_gen_len = 6;  // at most three digits and <|im_end|>, with room to spare
+            c.reward = "exact_match";
+            c.log_interval = 10;
+            c.eval_batches = 2;
+            fs::remove_all(grpo_run);  // a fresh run each time
+            Trainer<Net, Optimizer<AdamW>, Schedule<Constant>, GRPO> t(c);
             t.fit();
-            finish_folder(dpo_run);
-            report("DPO (from SFT)", t.model(), seconds_since(t0));
+            finish_folder(grpo_run);
+            report("GRPO (from SFT)", t.model(), seconds_since(t0));
+            // The reward curve: mean exact-match reward of the samples, every log_interval steps.
+            std::ifstream m(grpo_run / "metrics.jsonl");
+            std::string line, curve;
+            while (std::getline(m, line)) {
+                auto j = nlohmann::json::parse(line);
+                if (!j.contains("reward_mean")) continue;
+                char b[64];
+                std::snprintf(b, sizeof b, " %lld:%.2f", (long long)j["step"].get<std::int64_t>(), j["reward_mean"].get<double>());
+                curve += b;
+            }
+            std::printf("    reward curve (step:mean reward of the samples):%s\n", curve.c_str());
         }
 
         std::printf("\nsummary (held-out exact match, greedy, %zu questions):\n", test.size());

@@ -1,7 +1,7 @@
 # tests/pipeline_e2e.cmake: the whole pipeline as a user runs it from the README (CTest: pipeline_e2e).
 #
 #   finetune_demo --data_only 1 (the times-table corpus: pretraining text, SFT and DPO JSONL)
-#   -> tokenizer train -> prepare_data -> pretrain -> sft -> lora -> dpo -> merge_lora -> chat
+#   -> tokenizer train -> prepare_data -> pretrain -> sft -> lora -> dpo -> grpo -> merge_lora -> chat
 #
 # with the "tiny" preset, one thread and a few dozen steps per stage (about a minute of CPU time). Checks that
 # every stage finds what the one before left (the preset from config.json, which names it; the tokenizer
@@ -139,6 +139,17 @@ run("dpo" 0 "${B}/dpo" --data_path demo/data/dpo_train.jsonl --val_data demo/dat
     --max_steps 20 --learning_rate 1e-5 --dpo_beta 0.1 --eval_batches 2 --out_dir dpo ${small})
 expect("dpo" "${OUT}" "step +20/20 \\| loss [0-9.]+ \\| reward_margin" "eval step 20")
 expect_run("dpo" dpo)
+
+# ---- grpo on the SFT model: the exact-match reward, and a plain prompt file ------------------------------
+set(rl --threads 1 --max_seq_len 48 --batch_size 4 --num_generations 4 --max_gen_len 6 --log_interval 2 --save_interval 0)
+run("grpo" 0 "${B}/grpo" --data_path demo/data/sft_train.jsonl --val_data demo/data/sft_val.jsonl --from_weight sft/final
+    --max_steps 4 --learning_rate 1e-4 --eval_batches 1 --out_dir grpo ${rl})
+expect("grpo" "${OUT}" "step +4/4 \\| loss [-0-9.]+ \\| reward_mean [0-9.]+ \\| reward_std" "clip_fraction" "eval step 4")
+expect_run("grpo" grpo)
+run("grpo, prompt file" 0 "${B}/grpo" --data_path prompts.txt --from_weight sft/final --reward format+length
+    --length_penalty 0.01 --max_steps 2 --batch_size 2 --out_dir grpo_txt --threads 1 --max_seq_len 48
+    --num_generations 4 --max_gen_len 6 --log_interval 1 --save_interval 0)
+expect("grpo, prompt file" "${OUT}" "reward format\\+length" "step +2/2")
 
 # ---- merge_lora -> chat ------------------------------------------------------------------------------
 run("merge_lora" 0 "${B}/merge_lora" --base sft/final --adapter lora/final --output merged)

@@ -69,6 +69,7 @@
 #include "train/config.hpp"
 #include "train/lora.hpp"
 #include "train/dpo.hpp"
+#include "train/grpo.hpp"
 #include "train/pretrain.hpp"
 #include "train/sft.hpp"
 #include "train/trainer.hpp"

@@ -49,6 +49,24 @@ struct TrainConfig {
     // ---- preference optimization
     double dpo_beta = 0.15;  // DPO's beta: larger keeps the policy closer to the reference model
 
+    // ---- reinforcement learning (GRPO / CISPO, train/grpo.hpp), named as MiniMind's train_grpo.py
+    std::string loss_type = "cispo";  // "cispo" (clipped importance weights) or "grpo" (clipped ratio)
+    int num_generations = 6;          // samples per prompt (the group); batch_size counts prompts
+    double beta = 0.02;               // KL penalty to the frozen reference (0: no reference model is kept)
+    double epsilon = 0.2;             // GRPO: ratio clipped to [1 - epsilon, 1 + epsilon]
+    double epsilon_high = 5.0;        // CISPO: importance weight clipped to at most epsilon_high
+    double temperature = 1.0;         // sampling temperature of the rollouts
+    int top_k = 0;                    // rollouts: 0 = the whole vocabulary
+    int max_gen_len = 64;             // generated tokens per sample at most (and the prompt must leave room)
+    int grpo_iterations = 1;          // optimizer steps on each batch of samples (old log-probs kept from the first)
+    std::string reward = "exact_match";  // rule rewards, '+'-joined: exact_match, format, length (rl/rewards.hpp)
+    double length_penalty = 0.0;      // "length": reward -= length_penalty per generated token
+
+    // ---- knowledge distillation (train/distill.hpp), named as MiniMind's train_distillation.py
+    std::string teacher;               // the teacher's model folder (same tokenizer, any size)
+    double distill_alpha = 0.5;        // weight of the hard-label loss; 1 - alpha weighs the soft targets
+    double distill_temperature = 1.5;  // softens both distributions of the KL term
+
     // ---- divergence guard (train/guard.hpp)
     double skip_outlier_sigma = 0;  // > 0: skip a step whose loss or grad norm is this many std devs above recent ones
     int max_bad_steps = 5;          // skipped steps in a row (non-finite or outlier) that stop the run; 0: never stop

@@ -26,6 +26,9 @@ struct Metric {
     double value = 0;
 };
 
+/// Task metrics per micro-batch (DPO uses 4, GRPO 6).
+inline constexpr int max_task_metrics = 6;
+
 /// One micro-batch's loss and what the progress line reports about it.
 struct MicroResult {
     Var* loss = nullptr;  // (1) what backward starts from
@@ -33,7 +36,7 @@ struct MicroResult {
     std::int64_t tokens = 0;
     double weight = 1;    // what `loss` is a mean over (language modeling: the counted target tokens), so that
                           // ranks holding different amounts combine into the mean over the global batch
-    Metric metrics[4];    // the same names in every micro-batch of a run; averaged over a step's micro-batches
+    Metric metrics[max_task_metrics];  // the same names in every micro-batch of a run; averaged over a step's micro-batches
 };
 
 /// One validation batch: summed negative log-likelihood over the counted target tokens.

@@ -38,7 +38,12 @@ inline nlohmann::json run_settings(const TrainConfig& c) {
             {"dropout", c.dropout},         {"lora_dropout", c.lora_dropout},
             {"dtype", c.dtype},             {"dpo_beta", c.dpo_beta},
             {"val_fraction", c.val_fraction}, {"skip_bad_records", c.skip_bad_records},
-            {"skip_outlier_sigma", c.skip_outlier_sigma}};
+            {"skip_outlier_sigma", c.skip_outlier_sigma},
+            {"rl", {{"loss_type", c.loss_type}, {"num_generations", c.num_generations}, {"beta", c.beta},
+                    {"epsilon", c.epsilon}, {"epsilon_high", c.epsilon_high}, {"temperature", c.temperature},
+                    {"top_k", c.top_k}, {"max_gen_len", c.max_gen_len}, {"grpo_iterations", c.grpo_iterations},
+                    {"reward", c.reward}, {"length_penalty", c.length_penalty}}},
+            {"distill", {{"teacher", c.teacher}, {"alpha", c.distill_alpha}, {"temperature", c.distill_temperature}}}};
 }
 
 namespace detail {

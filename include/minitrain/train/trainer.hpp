@@ -167,7 +167,7 @@ public:
             loss_sum += Objective::scalar(r.loss->data) * share;
             aux_sum += r.aux / world;
             tokens += r.tokens;
-            for (int k = 0; k < 4; ++k) {
+            for (int k = 0; k < max_task_metrics; ++k) {
                 if (!r.metrics[k].name) continue;
                 if (micro == 0) last_metrics_[k] = {r.metrics[k].name, 0};
                 last_metrics_[k].value += r.metrics[k].value / cfg_.accumulation_steps / world;
@@ -421,13 +421,13 @@ private:
     /// After the micro-batches: the step's numbers summed over ranks, and the gradient reduced (the
     /// whole slab, or for ZeRO-1 each rank's shard of it). Shares already divide by the global weight.
     void reduce_step(double& loss_sum, double& aux_sum, std::int64_t& tokens) {
-        double v[7] = {loss_sum, aux_sum, double(tokens), 0, 0, 0, 0};
-        for (int k = 0; k < 4; ++k) v[3 + k] = last_metrics_[k].value;
-        comm_->all_reduce_sum(v, 7);
+        double v[3 + max_task_metrics] = {loss_sum, aux_sum, double(tokens)};
+        for (int k = 0; k < max_task_metrics; ++k) v[3 + k] = last_metrics_[k].value;
+        comm_->all_reduce_sum(v, 3 + max_task_metrics);
         loss_sum = v[0];
         aux_sum = v[1];
         tokens = std::int64_t(v[2]);
-        for (int k = 0; k < 4; ++k) last_metrics_[k].value = v[3 + k];
+        for (int k = 0; k < max_task_metrics; ++k) last_metrics_[k].value = v[3 + k];
         ParameterSet<Backend>& ps = objective_->parameters();
         if (!ps.grads().defined()) return;
         float* g = ps.grads().template data<float>();
@@ -730,7 +730,7 @@ private:
     std::optional<GradScaler> scaler_;  // fp16 only
     std::int64_t step_ = 0, total_steps_ = 0;
     double last_loss_ = 0, last_aux_ = 0, last_norm_ = 0, last_lr_ = 0, last_tokens_per_s_ = 0;
-    Metric last_metrics_[4];  // the task's own numbers (DPO: rewards), averaged over the last step
+    Metric last_metrics_[max_task_metrics];  // the task's own numbers (DPO: rewards), averaged over the last step
 };
 
 }  // namespace minitrain
