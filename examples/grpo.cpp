@@ -82,6 +82,9 @@ int main(int argc, char** argv) {
         if (cfg.val_data.ends_with(".txt")) cfg.val_data = prompts_as_jsonl(cfg.val_data, cfg.out_dir + "/val");
         const std::string preset = sf.resolve(flags, cfg, say);
         say("loss " + cfg.loss_type + ", " + std::to_string(cfg.num_generations) + " samples per prompt, reward " + cfg.reward);
+        // The GRPO loss and rollouts have CPU kernels only so far: --device cuda says so instead of training on the CPU.
+        MT_CHECK(sf.device == "cpu", "--device ", sf.device, ": grpo runs on the CPU only so far (the GRPO loss has no "
+                 "CUDA kernel yet); use --device cpu");
         with_preset(preset, [&]<class Net>() { train_stage<Net, GRPO>(cfg, sf.schedule, comm); });
     });
 }
