@@ -120,12 +120,12 @@ void compare(const std::string& what, const std::vector<Input>& ins, F fwd, doub
     }
 }
 
-struct Precision {
+struct TypeTolerance {
     DType dtype;
     double rtol;
     const char* name;
 };
-const Precision precisions[] = {{DType::f32, 1e-5, "f32"}, {DType::f64, 1e-11, "f64"}};
+const TypeTolerance precisions[] = {{DType::f32, 1e-5, "f32"}, {DType::f64, 1e-11, "f64"}};
 
 template <class G>
 using backend_of = typename std::remove_reference_t<G>::backend;
@@ -136,7 +136,7 @@ using backend_of = typename std::remove_reference_t<G>::backend;
 
 TEST_CASE("cuda: linear and matmul match the CPU (cuBLAS, row-major, accumulate flag)") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{1, 0};
         auto x = rnd({3, 5, 7}, p.dtype, rng), w = rnd({11, 7}, p.dtype, rng);
         auto lin = [](auto& g, std::vector<Var*>& v, std::vector<Tensor>&) -> Var& { return linear(g, *v[0], *v[1]); };
@@ -161,7 +161,7 @@ TEST_CASE("cuda: linear and matmul match the CPU (cuBLAS, row-major, accumulate 
 
 TEST_CASE("cuda: add, reshape, slice_rows and concat_rows match the CPU") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{2, 0};
         auto x = rnd({5, 6}, p.dtype, rng), y = rnd({4, 6}, p.dtype, rng);
         compare(std::string("add/slice/concat ") + p.name, {{&x.tensor()}, {&y.tensor()}},
@@ -179,7 +179,7 @@ TEST_CASE("cuda: add, reshape, slice_rows and concat_rows match the CPU") {
 
 TEST_CASE("cuda: embedding matches the CPU, repeated ids included") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{3, 0};
         auto ids = randint({2, 7}, rng, 0, 5);  // 14 tokens over 5 of the 13 rows: many repeats
         auto table = rnd({13, 10}, p.dtype, rng);
@@ -192,7 +192,7 @@ TEST_CASE("cuda: embedding matches the CPU, repeated ids included") {
 TEST_CASE("cuda: rmsnorm matches the CPU (row blocks, chunked dw)") {
     MT_REQUIRE_GPU();
     auto op = [](auto& g, std::vector<Var*>& v, std::vector<Tensor>&) -> Var& { return rmsnorm(g, *v[0], *v[1], 1e-5); };
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{4, 0};
         auto x = rnd({4, 6, 40}, p.dtype, rng), w = rnd({40}, p.dtype, rng);
         compare(std::string("rmsnorm ") + p.name, {{&x.tensor()}, {&w.tensor()}}, op, p.rtol);
@@ -206,7 +206,7 @@ TEST_CASE("cuda: rmsnorm matches the CPU (row blocks, chunked dw)") {
 
 TEST_CASE("cuda: rope tables are bit-identical to the CPU's, and rope matches") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Buffer<CPU> cc({9, 4}, p.dtype), cs({9, 4}, p.dtype);
         rope_table(CPU{}, cc, cs, 1e4);
         Buffer<CUDA> gc({9, 4}, p.dtype), gs({9, 4}, p.dtype);
@@ -224,7 +224,7 @@ TEST_CASE("cuda: rope tables are bit-identical to the CPU's, and rope matches") 
 
 TEST_CASE("cuda: swiglu matches the CPU") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{6, 0};
         auto h = rnd({3, 4, 42}, p.dtype, rng, 3.0);
         compare(std::string("swiglu ") + p.name, {{&h.tensor()}},
@@ -234,7 +234,7 @@ TEST_CASE("cuda: swiglu matches the CPU") {
 
 TEST_CASE("cuda: dropout masks and outputs are bit-identical to the CPU's") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{7, 0};
         auto x = rnd({1000}, p.dtype, rng), y = rnd({3, 37}, p.dtype, rng);
         auto op = [](auto& g, std::vector<Var*>& v, std::vector<Tensor>&) -> Var& {
@@ -257,7 +257,7 @@ TEST_CASE("cuda: dropout masks and outputs are bit-identical to the CPU's") {
 TEST_CASE("cuda: cross_entropy matches the CPU, ignored rows included") {
     MT_REQUIRE_GPU();
     auto op = [](auto& g, std::vector<Var*>& v, std::vector<Tensor>& t) -> Var& { return cross_entropy(g, *v[0], t[1]); };
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{8, 0};
         auto logits = rnd({2, 9, 31}, p.dtype, rng, 3.0);
         auto targets = randint({2, 9}, rng, 0, 31);
@@ -280,7 +280,7 @@ TEST_CASE("cuda: cross_entropy matches the CPU, ignored rows included") {
 TEST_CASE("cuda: attention matches the CPU (GQA, long rows, KV cache, shared inputs, wide heads)") {
     MT_REQUIRE_GPU();
     auto op = [](auto& g, std::vector<Var*>& v, std::vector<Tensor>&) -> Var& { return attention(g, *v[0], *v[1], *v[2]); };
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{9, 0};
         auto q = rnd({2, 7, 4, 8}, p.dtype, rng), k = rnd({2, 7, 2, 8}, p.dtype, rng), v = rnd({2, 7, 2, 8}, p.dtype, rng);
         compare(std::string("attention GQA ") + p.name, {{&q.tensor()}, {&k.tensor()}, {&v.tensor()}}, op, p.rtol);
@@ -319,7 +319,7 @@ TEST_CASE("cuda: attention matches the CPU (GQA, long rows, KV cache, shared inp
 
 TEST_CASE("cuda: MoE router, dispatch, experts and combine match the CPU") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         for (int K : {1, 2}) {
             for (bool norm : {true, false}) {
                 Rng rng{10, std::uint64_t(K)};
@@ -366,7 +366,7 @@ TEST_CASE("cuda: MoE router, dispatch, experts and combine match the CPU") {
 
 TEST_CASE("cuda: the LoRA projection matches the CPU (fused gate|up, dropout)") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{11, 0};
         auto x = rnd({5, 12}, p.dtype, rng), w = rnd({12, 12}, p.dtype, rng);
         auto a0 = rnd({3, 12}, p.dtype, rng), b0 = rnd({6, 3}, p.dtype, rng);
@@ -385,7 +385,7 @@ TEST_CASE("cuda: the LoRA projection matches the CPU (fused gate|up, dropout)") 
 
 TEST_CASE("cuda: sequence log-probabilities and the DPO loss match the CPU") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{12, 0};
         auto logits = rnd({4, 6, 17}, p.dtype, rng, 2.0);
         auto targets = randint({4, 6}, rng, 0, 17);
@@ -415,7 +415,7 @@ TEST_CASE("cuda: sequence log-probabilities and the DPO loss match the CPU") {
 
 TEST_CASE("cuda: AdamW, SGD, sum_squares, scale and fill match the CPU") {
     MT_REQUIRE_GPU();
-    for (const Precision& p : precisions) {
+    for (const TypeTolerance& p : precisions) {
         Rng rng{13, 0};
         const Shape s{1003};
         auto p0 = rnd(s, p.dtype, rng), g0 = rnd(s, p.dtype, rng, 1e-2), m0 = rnd(s, p.dtype, rng, 1e-2),
