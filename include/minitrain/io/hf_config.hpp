@@ -300,7 +300,11 @@ inline nlohmann::json with_legacy_rope(const nlohmann::json& cfg) {
 /// config_mismatch with the file name used in the message (load_pretrained passes the full path).
 template <ModelPolicy Net>
 std::string config_mismatch_at(const std::string& where, const nlohmann::json& given, const ModelConfig* runtime) {
-    const nlohmann::json cfg = with_legacy_rope(given);
+    // Copy only when there is something to rewrite: a copy recurses once per nesting level, and `given` may
+    // come from anywhere (parse_json bounds files to 128 levels; a caller's own JSON has no bound).
+    const bool legacy = given.is_object() && given.contains("rope_parameters") && given["rope_parameters"].is_object();
+    const nlohmann::json converted = legacy ? with_legacy_rope(given) : nlohmann::json();
+    const nlohmann::json& cfg = legacy ? converted : given;
     ConfigCheck c(where, cfg);
     check_family(c);
     if (const nlohmann::json* t = c.ok() ? c.find("model_type") : nullptr) {
