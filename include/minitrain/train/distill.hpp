@@ -131,15 +131,7 @@ struct Distill {
             return ModelConfig{mc.vocab_size, c.max_seq_len};
         }
 
-        const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) {
-            if constexpr (Backend::device == Device::cpu) {
-                (void)dev;
-                return host.tensor();
-            } else {
-                Backend::from_host(dev.tensor(), host.data<std::int32_t>());
-                return dev.tensor();
-            }
-        }
+        const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) { return host_batch_on(host, dev); }
 
         Model& student_;
         Teacher teacher_;

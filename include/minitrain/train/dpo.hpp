@@ -228,16 +228,7 @@ private:
         return n;
     }
 
-    /// A host batch as the backend sees it: the host buffer itself on the CPU, a device copy otherwise.
-    const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) {
-        if constexpr (Backend::device == Device::cpu) {
-            (void)dev;
-            return host.tensor();
-        } else {
-            Backend::from_host(dev.tensor(), host.data<std::int32_t>());
-            return dev.tensor();
-        }
-    }
+    const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) { return host_batch_on(host, dev); }
 
     Model& policy_;
     Model reference_;

@@ -19,6 +19,18 @@
 
 namespace minitrain {
 
+/// A host batch as the backend sees it: the host buffer itself on the CPU, a device copy otherwise.
+template <class Backend>
+const Tensor& host_batch_on(Buffer<CPU>& host, Buffer<Backend>& dev) {
+    if constexpr (Backend::device == Device::cpu) {
+        (void)dev;
+        return host.tensor();
+    } else {
+        Backend::from_host(dev.tensor(), host.data<std::int32_t>());
+        return dev.tensor();
+    }
+}
+
 /// A task-specific number of one micro-batch for the progress line and metrics.jsonl (DPO: the reward
 /// margin and accuracy). `name` is a string literal; a slot whose name is null is unused.
 struct Metric {
@@ -93,16 +105,7 @@ public:
     }
 
 private:
-    /// A host batch as the backend sees it: the host buffer itself on the CPU, a device copy otherwise.
-    const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) {
-        if constexpr (Backend::device == Device::cpu) {
-            (void)dev;
-            return host.tensor();
-        } else {
-            Backend::from_host(dev.tensor(), host.data<std::int32_t>());
-            return dev.tensor();
-        }
-    }
+    const Tensor& device(Buffer<CPU>& host, Buffer<Backend>& dev) { return host_batch_on(host, dev); }
 
     std::int64_t count_targets() const {
         std::int64_t n = 0;
