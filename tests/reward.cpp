@@ -255,6 +255,13 @@ TEST_CASE("reward trainer: init_from loads the trunk; training raises held-out p
     REQUIRE(again.size() == trained.size());
     for (std::size_t i = 0; i < trained.size(); ++i) CHECK(again[i] == trained[i]);  // bit for bit
     for (int p = 0; p < c.batch_size; ++p) CHECK(again[std::size_t(p)] > again[std::size_t(p + c.batch_size)]);
+    // Held-out pair statistics of the loaded folder: every validation pair, the Trainer's validation loss.
+    const PairEvaluation pe = evaluate_pairs(loaded, head, t.data(), c.batch_size, c.max_seq_len);
+    INFO("held-out pair accuracy " << pe.accuracy << ", margin " << pe.margin);
+    CHECK(pe.pairs == 6);
+    CHECK(pe.loss == doctest::Approx(after.loss).epsilon(1e-5));
+    CHECK(pe.accuracy >= 5.0 / 6.0);
+    CHECK(pe.margin > 1.0);
     // The trunk alone is a plain model folder; a plain folder is not a reward model.
     Net plain(ModelConfig{c.vocab_size, c.max_seq_len});
     load_pretrained(final_dir, plain);

@@ -12,9 +12,10 @@
 //
 // Decisions:
 //  - Where the score is read: at the LAST SUPERVISED POSITION of each row, the last t whose target is not
-//    -100. That position has read the whole reply up to its last token (the end marker <|im_end|> is its
-//    target), so it is defined by the targets alone: the pad id, padding and right truncation do not
-//    matter. A row without a supervised position has no score (an error, except for the padding pairs of
+//    -100. ChatML supervises an assistant reply's content, <|im_end|> and the "\n" after it
+//    (data/chat.hpp), so that position's input is the reply's <|im_end|>: it has read the whole reply and
+//    its end (a truncated reply: everything that fit). It is defined by the targets alone: the pad id and
+//    padding do not matter. A row without a supervised position has no score (an error, except for the padding pairs of
 //    the last validation batch, which are not counted).
 //  - The head is score.weight (1, C), no bias, normal(0, init_std) from hash64(init_seed, "score") (as
 //    transformers' LlamaForSequenceClassification: a bias would cancel in every difference r_c - r_r).
@@ -52,6 +53,7 @@
 #include "../nn/transformer.hpp"
 #include "../ops/dpo.hpp"
 #include "../ops/select.hpp"
+#include "../backend/cpu/dpo.hpp"
 #include "config.hpp"
 #include "dpo.hpp"
 #include "objective.hpp"
@@ -193,6 +195,61 @@ std::vector<double> score_sequences(Model& model, Var& head, const Tensor& ids, 
     std::vector<float> out(static_cast<std::size_t>(R));
     Backend::to_host(out.data(), r.data);
     return std::vector<double>(out.begin(), out.end());
+}
+
+/// Pair statistics of a reward model over held-out preference pairs.
+struct PairEvaluation {
+    std::int64_t pairs = 0;
+    double accuracy = 0;  // fraction of pairs with r(chosen) > r(rejected)
+    double margin = 0;    // mean r(chosen) - r(rejected)
+    double loss = 0;      // mean Bradley-Terry loss
+};
+
+/// Scores every validation pair of `data` (DPO::Data or RewardModel::Data: val_reset / val_batches /
+/// val_next in the pair layout, padding pairs last) with `model` + `head`, under NoGrad in eval mode.
+/// `batch` = pairs per validation batch (the data's batch_size), T = its max_seq_len.
+template <class Model, class Source>
+PairEvaluation evaluate_pairs(Model& model, Var& head, Source& data, int batch, int T) {
+    using Backend = typename Model::backend;
+    MT_CHECK(data.has_val(), "evaluate_pairs: no held-out pairs (give val_data or val_fraction)");
+    const std::int64_t R = 2 * std::int64_t(batch);
+    Buffer<CPU> ids(Shape{R, T}, DType::i32), tgt(Shape{R, T}, DType::i32), pos(Shape{R}, DType::i32);
+    Buffer<Backend> dev_ids, dev_pos;
+    Graph<Backend> g;
+    NoGrad<Backend> no_grad(g);
+    g.set_training(false);
+    PairEvaluation e;
+    double wins = 0, margin = 0, loss = 0;
+    data.val_reset();
+    for (std::int64_t i = 0; i < data.val_batches(); ++i) {
+        data.val_next(ids, tgt);
+        reward::score_positions(tgt, pos);
+        std::int32_t* p = pos.data<std::int32_t>();
+        std::int64_t n = 0;
+        while (n < batch && (p[n] >= 0 || p[batch + n] >= 0)) ++n;
+        for (std::int64_t b = 0; b < R; ++b) {
+            MT_CHECK(b % batch >= n || p[b] >= 0, "evaluate_pairs: a held-out ", b < batch ? "chosen" : "rejected",
+                     " sequence of pair ", b % batch, " has no assistant token to read its score at");
+            if (p[b] < 0) p[b] = 0;  // a padding pair: not counted
+        }
+        g.reset();
+        Var& r = reward_scores(g, model, head, reward::on_backend(ids.tensor(), dev_ids), reward::on_backend(pos.tensor(), dev_pos));
+        std::vector<float> host(static_cast<std::size_t>(R));
+        Backend::to_host(host.data(), r.data);
+        for (std::int64_t k = 0; k < n; ++k) {
+            const double d = double(host[std::size_t(k)]) - double(host[std::size_t(batch + k)]);
+            wins += d > 0;
+            margin += d;
+            loss += cpu::dpo::softplus(-d);
+        }
+        e.pairs += n;
+    }
+    if (e.pairs) {
+        e.accuracy = wins / double(e.pairs);
+        e.margin = margin / double(e.pairs);
+        e.loss = loss / double(e.pairs);
+    }
+    return e;
 }
 
 // ---- the task --------------------------------------------------------------------------------------------
