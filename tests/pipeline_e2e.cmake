@@ -1,7 +1,7 @@
 # tests/pipeline_e2e.cmake: the whole pipeline as a user runs it from the README (CTest: pipeline_e2e).
 #
 #   finetune_demo --data_only 1 (the times-table corpus: pretraining text, SFT and DPO JSONL)
-#   -> tokenizer train -> prepare_data -> pretrain -> sft -> lora -> dpo -> grpo -> merge_lora -> chat
+#   -> tokenizer train -> prepare_data -> pretrain -> sft -> lora -> dpo -> reward -> grpo -> merge_lora -> chat
 #
 # with the "tiny" preset, one thread and a few dozen steps per stage (about a minute of CPU time). Checks that
 # every stage finds what the one before left (the preset from config.json, which names it; the tokenizer
@@ -139,6 +139,16 @@ run("dpo" 0 "${B}/dpo" --data_path demo/data/dpo_train.jsonl --val_data demo/dat
     --max_steps 20 --learning_rate 1e-5 --dpo_beta 0.1 --eval_batches 2 --out_dir dpo ${small})
 expect("dpo" "${OUT}" "step +20/20 \\| loss [0-9.]+ \\| reward_margin" "eval step 20")
 expect_run("dpo" dpo)
+
+# ---- a reward model on the DPO pairs, from the SFT model: held-out pair accuracy printed ------------------
+run("reward" 0 "${B}/reward" --data_path demo/data/dpo_train.jsonl --val_data demo/data/dpo_val.jsonl
+    --from_weight sft/final --max_steps 20 --learning_rate 3e-4 --out_dir reward ${small})
+expect("reward" "${OUT}" "step +20/20 \\| loss [0-9.]+ \\| reward_accuracy [0-9.]+ \\| reward_margin" "eval step 20"
+       "held-out pair accuracy [0-9.]+ \\(50 pairs\\)")
+expect_run("reward" reward)
+if(NOT EXISTS "${WORK_DIR}/reward/final/reward_head.safetensors")
+  message(FATAL_ERROR "reward: reward/final/reward_head.safetensors was not written")
+endif()
 
 # ---- grpo on the SFT model: the exact-match reward, and a plain prompt file ------------------------------
 set(rl --threads 1 --max_seq_len 48 --batch_size 4 --num_generations 4 --max_gen_len 6 --log_interval 2 --save_interval 0)

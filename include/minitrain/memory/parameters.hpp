@@ -70,6 +70,24 @@ public:
         layout_grads();
     }
 
+    /// Register one more parameter after finalize(): both slabs are reallocated, the existing values are
+    /// kept (they stay a prefix of the data slab, in the same order), the new one is uninitialized, every
+    /// gradient is zeroed. For a head added to a built model (train/reward.hpp's score) before any graph,
+    /// optimizer or view of the slabs exists: those would still point at the old slabs.
+    Var& append(std::string name, Shape shape, int decay = -1) {
+        MT_CHECK(finalized_, "ParameterSet::append(\"", name, "\"): finalize() first (before it, use add)");
+        finalized_ = false;
+        Buffer<Backend> old = std::move(data_);
+        Var& v = add(std::move(name), shape, decay);
+        data_ = Buffer<Backend>(Shape{std::int64_t(count_)}, DType::f32);
+        const std::int64_t kept = old.tensor().defined() ? old.tensor().numel() : 0;
+        if (kept) Backend::copy(data_.tensor().rows(0, kept), old.tensor());
+        for (auto& p : params_) p.var.data = slice(data_.tensor(), p.offset, p.shape);
+        finalized_ = true;
+        layout_grads();
+        return v;
+    }
+
     void freeze(const std::function<bool(const Parameter&)>& which) { set_frozen(which, true); }
     void unfreeze(const std::function<bool(const Parameter&)>& which) { set_frozen(which, false); }
     void freeze_all() { set_frozen([](const Parameter&) { return true; }, true); }

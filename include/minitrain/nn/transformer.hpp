@@ -124,6 +124,27 @@ public:
     /// and values are appended: incremental decoding.
     Output forward(Graph<Backend>& g, const Tensor& ids, const Tensor* targets = nullptr,
                    KVCache<Backend>* cache = nullptr) {
+        Var* aux = nullptr;
+        Var& xf = hidden(g, ids, cache, &aux);  // (B, T, C)
+        Output out;
+        out.logits = &linear(g, xf, *embed_);  // (B, T, V), lm_head tied to the embedding
+        if (!targets) return out;
+        MT_CHECK(targets->shape == ids.shape, "Transformer::forward: targets have shape ", targets->shape,
+                 ", ids have ", ids.shape);
+        out.ce = &cross_entropy(g, *out.logits, *targets);
+        if (aux) {
+            out.aux = aux;
+            out.loss = &add(g, *out.ce, *aux);
+        } else {
+            out.loss = out.ce;
+        }
+        return out;
+    }
+
+    /// The final-norm hidden state (B, T, C): the forward pass without the output head (what a reward
+    /// or value head reads, train/reward.hpp). `aux`, when given, receives the MoE balancing loss summed
+    /// over layers (null for dense models). The cache works as in forward().
+    Var& hidden(Graph<Backend>& g, const Tensor& ids, KVCache<Backend>* cache = nullptr, Var** aux_out = nullptr) {
         MT_CHECK(ids.shape.rank == 2 && ids.dtype == DType::i32, "Transformer::forward: ids must be (B, T) i32, got ",
                  ids.shape, " ", dtype_name(ids.dtype));
         const int Bn = int(ids.shape[0]), T = int(ids.shape[1]);
@@ -175,20 +196,8 @@ public:
             x = &add(g, *x, dropout(g, *f, dropout_));
         }
         if (cache) cache->length = pos0 + T;
-        Var& xf = rmsnorm(g, *x, *norm_, Net::rms_eps);
-        Output out;
-        out.logits = &linear(g, xf, *embed_);  // (B, T, V), lm_head tied to the embedding
-        if (!targets) return out;
-        MT_CHECK(targets->shape == ids.shape, "Transformer::forward: targets have shape ", targets->shape,
-                 ", ids have ", ids.shape);
-        out.ce = &cross_entropy(g, *out.logits, *targets);
-        if (aux) {
-            out.aux = aux;
-            out.loss = &add(g, *out.ce, *aux);
-        } else {
-            out.loss = out.ce;
-        }
-        return out;
+        if (aux_out) *aux_out = aux;
+        return rmsnorm(g, *x, *norm_, Net::rms_eps);  // (B, T, C)
     }
 
     /// Dropout on the embeddings and on each block's output before the residual add (MiniMind's

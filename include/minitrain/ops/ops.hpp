@@ -17,4 +17,5 @@
 #include "rmsnorm.hpp"
 #include "rope.hpp"
 #include "rows.hpp"
+#include "select.hpp"
 #include "swiglu.hpp"

@@ -523,7 +523,10 @@ private:
         } else {
             if (cfg_.resume) say("resume: no checkpoint in ", cfg_.out_dir, ", starting from scratch");
             if (!cfg_.init_from.empty()) {
-                load_pretrained(cfg_.init_from, *model_);
+                if constexpr (requires { objective_->load_init(cfg_.init_from, *model_); })
+                    objective_->load_init(cfg_.init_from, *model_);  // e.g. a reward model: trunk from the folder, head from the seed
+                else
+                    load_pretrained(cfg_.init_from, *model_);
                 say("initialized from ", cfg_.init_from);
             } else {
                 model_->init(cfg_.init_seed);

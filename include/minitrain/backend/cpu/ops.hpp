@@ -16,4 +16,5 @@
 #include "moe.hpp"
 #include "rmsnorm.hpp"
 #include "rope.hpp"
+#include "select.hpp"
 #include "swiglu.hpp"
