@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -58,6 +59,8 @@ inline std::string device_help() {
 
 namespace cuda_programs {
 
+#if defined(MINITRAIN_CUDA_PROGRAMS)
+
 /// Whether `preset` was compiled into the CUDA path (MINITRAIN_CUDA_PRESETS).
 bool has_preset(std::string_view preset);
 
@@ -78,6 +81,30 @@ std::vector<std::int32_t> generate(std::string_view preset, const std::string& d
 /// chat's model on the GPU: load_chat<Net, CUDA> (nn/chat.hpp).
 std::unique_ptr<AnyChat> chat(std::string_view preset, const std::string& dir, const std::string& adapter,
                               const std::string& tokenizer, const SampleOptions& options, const std::string& system);
+
+#else
+// A build without the programs' CUDA part (no CUDA, or -DMINITRAIN_CUDA_PROGRAMS=OFF): check_device() has
+// refused --device cuda before any of these can be reached; they exist so that the programs link with their
+// call sites written once, in plain C++.
+[[noreturn]] inline void no_cuda_part() {
+    detail::fail("--device cuda: the programs were built without their CUDA part (-DMINITRAIN_CUDA_PROGRAMS=OFF)");
+}
+inline bool has_preset(std::string_view) { return false; }
+inline void train(std::string_view, std::string_view, const TrainConfig&, const std::string&, Comm&) { no_cuda_part(); }
+// A template so that EvalSummary may stay incomplete here (eval.cpp, the one caller, includes it).
+template <class Summary = EvalSummary>
+Summary evaluate(std::string_view, const EvalOptions&, const std::function<void(const std::type_identity_t<Summary>&)>&) {
+    no_cuda_part();
+}
+inline std::vector<std::int32_t> generate(std::string_view, const std::string&, std::span<const std::int32_t>,
+                                          const SampleOptions&, const std::function<bool(std::int32_t)>&) {
+    no_cuda_part();
+}
+inline std::unique_ptr<AnyChat> chat(std::string_view, const std::string&, const std::string&, const std::string&,
+                                     const SampleOptions&, const std::string&) {
+    no_cuda_part();
+}
+#endif
 
 }  // namespace cuda_programs
 
