@@ -39,6 +39,7 @@
 
 #include <minitrain/minitrain.hpp>
 #include <minitrain/nn/chat.hpp>
+#include <minitrain/train/distill.hpp>
 #include <minitrain/train/dpo.hpp>
 #include <minitrain/train/grpo.hpp>
 #include <minitrain/util/flags.hpp>
@@ -101,7 +102,8 @@ double accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector
 
 /// The same for the pretraining text's own question format, "Q: What is 7 x 8? A: 56.", completed
 /// greedily after an end-of-text token: what the model knows, whatever it can say in a conversation.
-double text_accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<Problem>& test) {
+template <ModelPolicy M>
+double text_accuracy(Transformer<M>& model, const Tokenizer& tok, const std::vector<Problem>& test) {
     SampleOptions o;
     o.temperature = 0;
     o.max_new_tokens = 6;
@@ -151,6 +153,11 @@ int main(int argc, char** argv) {
         double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
         double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model is right: no signal
         std::string grpo_loss = "cispo";
+        std::string grpo_data = "train";  // which questions GRPO's prompts are: SFT's train split, its val split, or both
+        // Distillation: a "test"-preset student (2 layers x 32) from the pretrained teacher vs the same student
+        // on the hard labels alone, same steps, data, lr and seed.
+        int distill_steps = 300;
+        double distill_lr = 3e-3, distill_alpha = 0.5, distill_temperature = 1.5;
         bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
         Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
@@ -172,6 +179,13 @@ int main(int argc, char** argv) {
         flags.bind("grpo_beta", grpo_beta, "GRPO KL penalty to the SFT model");
         flags.bind("grpo_temperature", grpo_temperature, "GRPO sampling temperature");
         flags.bind("grpo_loss", grpo_loss, "cispo or grpo");
+        flags.bind_choice("grpo_data", grpo_data, {"train", "val", "train+val"},
+                          "GRPO's prompts: the SFT training questions, the SFT validation questions (never trained "
+                          "on: the SFT model is often wrong there), or both; never the held-out test questions");
+        flags.bind("distill_steps", distill_steps, "distillation demo: steps of each of the two small students (0: skip)");
+        flags.bind("distill_lr", distill_lr, "distillation demo: peak learning rate of both students");
+        flags.bind("distill_alpha", distill_alpha, "distillation demo: weight of the hard labels (MiniMind: 0.5)");
+        flags.bind("distill_temperature", distill_temperature, "distillation demo: temperature (MiniMind: 1.5)");
         flags.bind("reuse_pretrain", reuse_pretrain, "skip pretraining: fine-tune the model already in OUT_DIR/pretrain/final");
         flags.bind("reuse_sft", reuse_sft, "skip SFT too: the later stages start from OUT_DIR/sft/final (with --reuse_pretrain 1)");
         flags.bind("test", n_test, "held-out questions");
@@ -301,6 +315,48 @@ int main(int argc, char** argv) {
             report_pretrained(t.model());
         }
 
+        // ---- 4b. distillation: a smaller student from the pretrained teacher vs hard labels alone ----------
+        std::vector<std::string> distill_lines;
+        if (distill_steps > 0) {
+            using Student = TinyModel;  // the "test" preset: 2 layers x 32, vs the teacher's 4 x 128
+            std::printf("[4b] distillation: two \"test\"-preset students, %d steps each, from scratch on the pretraining "
+                        "shards: teacher %s (alpha %g, T %g) vs the hard labels alone\n", distill_steps,
+                        (pre_run / "final").c_str(), distill_alpha, distill_temperature);
+            auto student_config = [&](const fs::path& run) {
+                TrainConfig c = stage_config(run, tok_path, vocab, threads, prepared.train.pattern, prepared.val.pattern,
+                                             distill_steps, distill_lr, 30);
+                c.eval_batches = 0;  // the whole validation split: the two numbers are compared
+                c.init_seed = 11;    // the same initial student for both
+                fs::remove_all(run);
+                return c;
+            };
+            auto line = [&](const char* what, const EvalResult& v, double acc, double secs) {
+                char b[256];
+                std::snprintf(b, sizeof b, "  %-28s val loss %.4f (ppl %.2f), held-out text exact match %5.1f%%, %.1f s",
+                              what, v.loss, v.perplexity, 100 * acc, secs);
+                distill_lines.push_back(b);
+                std::printf("==> %s\n", b);
+                std::fflush(stdout);
+            };
+            t0 = std::chrono::steady_clock::now();
+            {
+                TrainConfig c = student_config(out / "student_hard");
+                Trainer<Student, Optimizer<AdamW>, Schedule<WarmupCosine>, Pretrain> t(c);
+                t.fit();
+                line("student, hard labels", t.evaluate(), text_accuracy(t.model(), tok, test), seconds_since(t0));
+            }
+            t0 = std::chrono::steady_clock::now();
+            {
+                TrainConfig c = student_config(out / "student_distilled");
+                c.teacher = (pre_run / "final").string();
+                c.distill_alpha = distill_alpha;
+                c.distill_temperature = distill_temperature;
+                Trainer<Student, Optimizer<AdamW>, Schedule<WarmupCosine>, Distill<Net, Pretrain>> t(c);
+                t.fit();
+                line("student, distilled", t.evaluate(), text_accuracy(t.model(), tok, test), seconds_since(t0));
+            }
+        }
+
         // ---- 5. SFT from the pretrained model -----------------------------------------------------------
         std::printf("[5/6] SFT: %d steps from %s\n", sft_steps, (pre_run / "final").c_str());
         t0 = std::chrono::steady_clock::now();
@@ -358,11 +414,19 @@ int main(int argc, char** argv) {
 
         // ---- 7. GRPO from the SFT model: exact-match reward on the training questions ----------------------
         if (grpo_steps > 0) {
-            std::printf("[7/7] GRPO (%s): %d steps from %s, %d prompts x %d samples per step\n", grpo_loss.c_str(),
-                        grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples);
+            std::printf("[7/7] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the SFT %s questions\n",
+                        grpo_loss.c_str(), grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples,
+                        grpo_data.c_str());
             t0 = std::chrono::steady_clock::now();
             const fs::path grpo_run = out / "grpo";
-            TrainConfig c = stage_config(grpo_run, tok_path, vocab, threads, sft_train, sft_val, grpo_steps, grpo_lr, 0);
+            std::string prompts = grpo_data == "val" ? sft_val : sft_train;
+            if (grpo_data == "train+val") {
+                prompts = (data / "grpo_train.jsonl").string();
+                std::ofstream o(prompts);
+                for (const std::string& f : {sft_train, sft_val}) o << std::ifstream(f).rdbuf();
+                MT_CHECK(o, prompts, ": write failed");
+            }
+            TrainConfig c = stage_config(grpo_run, tok_path, vocab, threads, prompts, sft_val, grpo_steps, grpo_lr, 0);
             c.init_from = (sft_run / "final").string();
             c.batch_size = grpo_prompts;
             c.num_generations = grpo_samples;
@@ -394,6 +458,10 @@ int main(int argc, char** argv) {
         std::printf("\nsummary (held-out exact match, greedy, %zu questions):\n", test.size());
         for (std::size_t i = 0; i < results.size(); ++i)
             std::printf("  %-18s %5.1f%%   (%.1f s)\n", results[i].first.c_str(), 100 * results[i].second, times[i].second);
+        if (!distill_lines.empty()) {
+            std::printf("distillation (\"test\"-preset students, %d steps, from the pretrained teacher's shards):\n", distill_steps);
+            for (const std::string& l : distill_lines) std::printf("%s\n", l.c_str());
+        }
         std::printf("total time %.1f s; try: chat --checkpoint %s --prompts %s\n", seconds_since(t_all),
                     (sft_run / "final").c_str(), (data / "test_prompts.txt").c_str());
         return 0;

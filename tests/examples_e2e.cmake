@@ -9,11 +9,11 @@
 # no preset matches, a vocabulary that disagrees with the model folder).
 #
 # Run by CTest as: cmake -DSYNTHETIC_SHARD=<path> -DPRETRAIN=<path> -DEVAL=<path> -DGENERATE=<path>
-#                        -DWORK_DIR=<scratch folder> -DHAS_CUDA=ON|OFF -DCUDA_PROGRAMS=1|0
+#                        -DDISTILL=<path> -DWORK_DIR=<scratch folder> -DHAS_CUDA=ON|OFF -DCUDA_PROGRAMS=1|0
 #                        -P tests/examples_e2e.cmake
 cmake_minimum_required(VERSION 3.25)
 
-foreach(var SYNTHETIC_SHARD PRETRAIN EVAL GENERATE WORK_DIR)
+foreach(var SYNTHETIC_SHARD PRETRAIN EVAL GENERATE DISTILL WORK_DIR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "examples_e2e: pass -D${var}=...")
   endif()
@@ -47,7 +47,7 @@ endfunction()
 
 # ---- every program: --help and an unknown flag ---------------------------------------------------------
 
-foreach(prog SYNTHETIC_SHARD PRETRAIN EVAL GENERATE)
+foreach(prog SYNTHETIC_SHARD PRETRAIN EVAL GENERATE DISTILL)
   get_filename_component(pname "${${prog}}" NAME_WE)
   run("${pname} --help" 0 "${${prog}}" --help)
   expect("${pname} --help" "${OUT}" "^${pname}: " "Usage: ${pname}" "--help")
@@ -119,6 +119,39 @@ run("generate from a checkpoint" 0 "${GENERATE}" --checkpoint out/checkpoints/st
 expect_ids("generate from a checkpoint" "${OUT}" 4)
 run("generate without a prompt" 1 "${GENERATE}" --checkpoint out/final)
 expect("generate without a prompt" "${ERR}" "error: --prompt_ids is required: ")
+
+# ---- distill: a student of another preset (tiny, 4 x 128) from the trained model (test, 2 x 32) ----------
+
+# Soft targets only (--alpha 0): the student's distance to the teacher must fall.
+set(dcommon --teacher out/final --train_data data/train.bin --val_data data/val.bin --batch_size 8 --max_seq_len 64
+            --learning_rate 3e-3 --threads 2 --log_interval 1 --eval_batches 2)
+run("distill 12 steps" 0 "${DISTILL}" --preset tiny --max_steps 12 --alpha 0 --out_dir dist ${dcommon})
+expect("distill 12 steps" "${OUT}" "distill: teacher out/final \\(preset test\\), student preset tiny, alpha 0, T 1.5, on token shards"
+       "step +1/12 \\| loss [0-9.]+ .*ce [0-9.]+ .*kl [0-9.]+" "step +12/12 \\| loss" "val loss [0-9.]+")
+string(REGEX MATCH "step +1/12 \\| loss ([0-9.]+)" _ "${OUT}")
+set(kd1 "${CMAKE_MATCH_1}")
+string(REGEX MATCH "step +12/12 \\| loss ([0-9.]+)" _ "${OUT}")
+set(kd12 "${CMAKE_MATCH_1}")
+if(NOT kd12 LESS kd1)
+  message(FATAL_ERROR "distill 12 steps: the soft loss went from ${kd1} to ${kd12}: the student did not approach the teacher")
+endif()
+expect_file("distill 12 steps" dist/final/model.safetensors)
+run("eval the student" 0 "${EVAL}" --checkpoint dist/final --data data/val.bin --batch_size 8 --max_seq_len 64 --threads 2)
+expect("eval the student" "${OUT}" "eval: dist/final \\(preset tiny\\)")
+
+# One tokenizer for both: another vocabulary size, or another tokenizer.json, is refused naming both.
+run("distill, other vocabulary" 1 "${DISTILL}" --preset tiny --vocab_size 300 --max_steps 1 --out_dir dist2 ${dcommon})
+expect("distill, other vocabulary" "${ERR}"
+       "error: --teacher: out/final/config.json has vocab_size 256 but the student's is 300 \\(--vocab_size\\)")
+file(COPY "${WORK_DIR}/out/final/" DESTINATION "${WORK_DIR}/teacher_tok")
+file(WRITE "${WORK_DIR}/teacher_tok/tokenizer.json" [=[{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": []}]=])
+file(WRITE "${WORK_DIR}/other_tokenizer.json" [=[{"model": {"type": "BPE", "vocab": {"b": 0}, "merges": []}, "added_tokens": []}]=])
+run("distill, other tokenizer" 1 "${DISTILL}" --preset tiny --max_steps 1 --out_dir dist3 --tokenizer other_tokenizer.json
+    --teacher teacher_tok --train_data data/train.bin --threads 2)
+expect("distill, other tokenizer" "${ERR}"
+       "error: --teacher: teacher_tok/tokenizer.json and the student's tokenizer other_tokenizer.json are different tokenizers")
+run("distill without a teacher" 1 "${DISTILL}" --preset tiny --train_data data/train.bin)
+expect("distill without a teacher" "${ERR}" "error: --teacher is required")
 
 # ---- init_from: the model folder picks the preset ------------------------------------------------------
 

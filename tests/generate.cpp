@@ -136,3 +136,47 @@ TEST_CASE("generate: seeded, stops at max_new_tokens and at the end token, strea
     CHECK(stopped.back() == a[3]);
     CHECK_THROWS_AS(generate(model, std::span<const std::int32_t>(), o), Error);
 }
+
+TEST_CASE("generate_group: G rows decoded together give each row's one-at-a-time tokens (greedy and sampled)") {
+    Transformer<Model<2, 32, 4, false, Knobs<2>>> model(ModelConfig{40, 64});
+    model.init(3);
+    std::vector<std::int32_t> prompt = {1, 2, 3, 4, 5};
+    // Greedy rows with different end tokens: rows stop at different steps while the others go on.
+    SampleOptions greedy;
+    greedy.temperature = 0;
+    greedy.max_new_tokens = 12;
+    const auto free_run = generate(model, std::span<const std::int32_t>(prompt), greedy);
+    REQUIRE(free_run.size() == 12);
+    std::vector<SampleOptions> os(4, greedy);
+    os[1].eos_token = free_run[2];
+    os[2].eos_token = free_run[7];
+    os[3].repetition_penalty = 1.5;  // a rule that reads each row's own context
+    auto rows = generate_group(model, std::span<const std::int32_t>(prompt), std::span<const SampleOptions>(os));
+    REQUIRE(rows.size() == 4);
+    for (int j = 0; j < 4; ++j) {
+        INFO("greedy row " << j);
+        CHECK(rows[std::size_t(j)] == generate(model, std::span<const std::int32_t>(prompt), os[std::size_t(j)]));
+    }
+    CHECK(rows[1].size() <= 3);
+    CHECK(rows[0].size() == 12);
+    // Sampled rows, each with its own seed: the same streams as generate() with that seed.
+    std::vector<SampleOptions> sampled(6);
+    for (int j = 0; j < 6; ++j) {
+        sampled[std::size_t(j)].temperature = 1.5;
+        sampled[std::size_t(j)].seed = 100 + std::uint64_t(j);
+        sampled[std::size_t(j)].max_new_tokens = 10;
+        sampled[std::size_t(j)].eos_token = 7;
+    }
+    rows = generate_group(model, std::span<const std::int32_t>(prompt), std::span<const SampleOptions>(sampled));
+    bool differ = false;
+    for (int j = 0; j < 6; ++j) {
+        INFO("sampled row " << j);
+        CHECK(rows[std::size_t(j)] == generate(model, std::span<const std::int32_t>(prompt), sampled[std::size_t(j)]));
+        differ = differ || rows[std::size_t(j)] != rows[0];
+    }
+    CHECK(differ);  // the seeds matter: not one stream copied G times
+    std::vector<SampleOptions> uneven(2, greedy);
+    uneven[1].max_new_tokens = 3;
+    CHECK_THROWS_WITH_AS(generate_group(model, std::span<const std::int32_t>(prompt), std::span<const SampleOptions>(uneven)),
+                         doctest::Contains("same max_new_tokens"), Error);
+}

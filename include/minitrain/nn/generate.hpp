@@ -1,6 +1,7 @@
 // minitrain/nn/generate.hpp
 // Sampling and incremental decoding. The prompt is run once through the model (prefill), filling the
-// KV cache; each new token then costs one single-position forward pass over the cache.
+// KV cache; each new token then costs one single-position forward pass over the cache. generate_group
+// decodes several continuations of one prompt together (batch G through one cache: RL rollouts).
 #pragma once
 
 #include <algorithm>
@@ -124,6 +125,70 @@ std::vector<std::int32_t> generate(Transformer<Net, B>& model, std::span<const s
         out.push_back(t);
         if (on_token && !on_token(t)) break;
         if (t == o.eos_token) break;
+    }
+    return out;
+}
+
+/// G continuations of one prompt decoded together: one KV cache of batch G, so each new position costs one
+/// (G, 1) forward instead of G (1, 1) ones. Row j samples with os[j] (its own seed and Sampler: the stream
+/// generate() with os[j] would use) and stops at its eos token, while the others go on; every os[j] must
+/// give the same max_new_tokens. Returns each row's new tokens: the tokens of generate(model, prompt, os[j])
+/// whenever the batch-G forward gives that row the logits the batch-1 one does (the tests check greedy rows).
+template <class Net, class B>
+std::vector<std::vector<std::int32_t>> generate_group(Transformer<Net, B>& model, std::span<const std::int32_t> prompt,
+                                                      std::span<const SampleOptions> os) {
+    MT_CHECK(!prompt.empty(), "generate_group: the prompt is empty");
+    MT_CHECK(!os.empty(), "generate_group: no sample options (one per continuation)");
+    for (const SampleOptions& o : os)
+        MT_CHECK(o.max_new_tokens == os[0].max_new_tokens, "generate_group: every row needs the same max_new_tokens, found ",
+                 o.max_new_tokens, " and ", os[0].max_new_tokens);
+    MT_CHECK(int(prompt.size()) < model.config().max_seq_len, "generate_group: the prompt has ", prompt.size(),
+             " tokens, max_seq_len is ", model.config().max_seq_len);
+    const int G = int(os.size()), V = model.config().vocab_size;
+    const int total = std::min<int>(model.config().max_seq_len, int(prompt.size()) + os[0].max_new_tokens);
+    std::vector<Sampler> samplers;
+    samplers.reserve(std::size_t(G));
+    for (const SampleOptions& o : os) samplers.emplace_back(o);
+    auto cache = model.make_cache(G, total);
+    Graph<B> g;
+    NoGrad<B> no_grad(g);
+    g.set_training(false);
+    std::vector<std::vector<std::int32_t>> context(std::size_t(G), std::vector<std::int32_t>(prompt.begin(), prompt.end()));
+    std::vector<std::vector<std::int32_t>> out(static_cast<std::size_t>(G));
+    std::vector<char> done(static_cast<std::size_t>(G), 0);
+    std::vector<float> logits;                       // (G, n, V) host copy of one step
+    std::vector<std::int32_t> step(std::size_t(G) * prompt.size());  // (G, n) ids fed this step
+    Buffer<B> ids(Shape{G, total}, DType::i32);
+
+    // Every row has the same length (finished rows are fed their last token and ignored), so one cache
+    // position counter serves all: step 0 feeds the prompt to every row, each later step one token per row.
+    std::int64_t len = std::int64_t(prompt.size()), fed = 0;
+    int live = G;
+    while (len < total && live > 0) {
+        const std::int64_t n = len - fed;
+        step.resize(std::size_t(G * n));
+        for (int j = 0; j < G; ++j)
+            std::copy(context[std::size_t(j)].begin() + fed, context[std::size_t(j)].begin() + len, step.begin() + j * n);
+        Tensor step_ids = ids.tensor().view(Shape{std::int64_t(G) * total}).rows(0, G * n).view(Shape{G, n});
+        B::from_host(step_ids, step.data());
+        g.reset();
+        auto res = model.forward(g, step_ids, nullptr, &cache);
+        fed = len;
+        logits.resize(std::size_t(G * n * V));
+        B::to_host(logits.data(), res.logits->data);
+        for (int j = 0; j < G; ++j) {
+            auto& ctx = context[std::size_t(j)];
+            if (done[std::size_t(j)]) {
+                ctx.push_back(ctx.back());  // keeps the rows aligned; never returned
+                continue;
+            }
+            std::span<float> row(logits.data() + (std::int64_t(j) * n + n - 1) * V, std::size_t(V));
+            const std::int32_t t = samplers[std::size_t(j)].sample(row, ctx);
+            ctx.push_back(t);
+            out[std::size_t(j)].push_back(t);
+            if (t == os[std::size_t(j)].eos_token) done[std::size_t(j)] = 1, --live;
+        }
+        ++len;
     }
     return out;
 }

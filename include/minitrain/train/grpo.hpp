@@ -19,8 +19,9 @@
 // prompt p is row p G + j), T = max_seq_len, N = R x T.
 //
 // Decisions:
-//  - Rollouts are sampled one sequence at a time with the KV cache (nn/generate.hpp), in eval mode
-//    (no dropout). Sample j of prompt p of the batch that starts at data position (epoch, index) uses the
+//  - Rollouts are sampled with the KV cache (nn/generate.hpp), in eval mode (no dropout), the G samples
+//    of a prompt decoded together (generate_group: one (G, 1) forward per position, each row with its
+//    own sampler). Sample j of prompt p of the batch that starts at data position (epoch, index) uses the
 //    sampler seed hash(seed, epoch, index, p G + j): the samples are a function of the data position,
 //    which checkpoints store, so a resumed run draws exactly the samples of the uninterrupted one with no
 //    sampler state of its own to save (the sampler's state is the data position).
@@ -301,15 +302,20 @@ private:
             MT_CHECK(!pr.ids.empty(), "grpo: prompt ", p, " of the batch has no assistant reply to start from");
             MT_CHECK(int(pr.ids.size()) < T_, "grpo: a prompt has ", pr.ids.size(), " tokens, max_seq_len is ", T_,
                      ": no room for a reply");
+            std::vector<SampleOptions> os(static_cast<std::size_t>(G_));
             for (int j = 0; j < G_; ++j) {
-                const std::int64_t row = std::int64_t(p) * G_ + j;
-                SampleOptions o;
+                SampleOptions& o = os[std::size_t(j)];
                 o.temperature = temperature_;
                 o.top_k = top_k_;
-                o.seed = hash64(key, std::uint64_t(row));
+                o.seed = hash64(key, std::uint64_t(std::int64_t(p) * G_ + j));
                 o.max_new_tokens = budget(pr);
                 o.eos_token = eos;
-                std::vector<std::int32_t> t = generate(m, std::span<const std::int32_t>(pr.ids), o);
+            }
+            std::vector<std::vector<std::int32_t>> group =
+                generate_group(m, std::span<const std::int32_t>(pr.ids), std::span<const SampleOptions>(os));
+            for (int j = 0; j < G_; ++j) {
+                const std::int64_t row = std::int64_t(p) * G_ + j;
+                std::vector<std::int32_t>& t = group[std::size_t(j)];
                 const std::int64_t L = std::int64_t(pr.ids.size());
                 std::copy(pr.ids.begin(), pr.ids.end(), ids + row * T_);
                 for (std::size_t k = 0; k < t.size(); ++k) {
