@@ -124,7 +124,7 @@ inline std::vector<ZipEntry> zip_entries(const std::byte* bytes, std::size_t siz
 // ---- pickle VM ------------------------------------------------------------------------------------
 
 struct PyObj;
-using PyRef = std::shared_ptr<PyObj>;
+using PyRef = PyObj*;  // owned by the PickleResult's arena: a pickle can build cycles (a list appended to itself)
 
 /// A storage named by a persistent id: its element type (safetensors spelling), key and element count.
 struct PyStorage {
@@ -155,6 +155,12 @@ struct PyObj {
         v;
 };
 
+/// What a pickle built: every object it made (freed together, cycles or not) and the one STOP returned.
+struct PickleResult {
+    std::vector<std::unique_ptr<PyObj>> arena;
+    PyRef root = nullptr;
+};
+
 inline const char* py_kind(const PyObj& o) {
     static const char* const names[] = {"None",   "bool",   "int",     "float",  "str",   "tuple",
                                         "list",   "dict",   "global",  "storage", "tensor", "mark"};
@@ -173,7 +179,8 @@ inline const char* torch_storage_dtype(std::string_view name) {
 }
 
 /// Runs the pickle `p` (n bytes) and returns the object it builds. `where` names the file in messages.
-inline PyRef run_torch_pickle(const std::byte* p, std::size_t n, const std::string& where) {
+inline PickleResult run_torch_pickle(const std::byte* p, std::size_t n, const std::string& where) {
+    PickleResult out;
     std::vector<PyRef> stack;
     std::map<std::uint32_t, PyRef> memo;
     std::size_t at = 0;
@@ -205,14 +212,14 @@ inline PyRef run_torch_pickle(const std::byte* p, std::size_t n, const std::stri
         ++at;
         return s;
     };
-    auto make = [](auto v) {
-        auto o = std::make_shared<PyObj>();
-        o->v = std::move(v);
-        return o;
+    auto make = [&](auto v) {
+        out.arena.push_back(std::make_unique<PyObj>());
+        out.arena.back()->v = std::move(v);
+        return out.arena.back().get();
     };
     auto pop = [&] {
         if (stack.empty()) bad("stack underflow");
-        PyRef r = std::move(stack.back());
+        PyRef r = stack.back();
         stack.pop_back();
         if (std::holds_alternative<PyMark>(r->v)) bad("unexpected MARK");
         return r;
@@ -226,8 +233,7 @@ inline PyRef run_torch_pickle(const std::byte* p, std::size_t n, const std::stri
         std::size_t m = stack.size();
         while (m > 0 && !std::holds_alternative<PyMark>(stack[m - 1]->v)) --m;
         if (m == 0) bad("no MARK on the stack");
-        std::vector<PyRef> items(std::make_move_iterator(stack.begin() + std::ptrdiff_t(m)),
-                                 std::make_move_iterator(stack.end()));
+        std::vector<PyRef> items(stack.begin() + std::ptrdiff_t(m), stack.end());
         stack.resize(m - 1);
         return items;
     };
@@ -266,7 +272,8 @@ inline PyRef run_torch_pickle(const std::byte* p, std::size_t n, const std::stri
             case '.': {                            // STOP
                 PyRef r = pop();
                 if (!stack.empty()) bad("STOP with ", stack.size(), " objects left on the stack");
-                return r;
+                out.root = r;
+                return out;
             }
             case '(': stack.push_back(make(PyMark{})); break;
             case 'N': stack.push_back(make(std::monostate{})); break;
@@ -315,14 +322,14 @@ inline PyRef run_torch_pickle(const std::byte* p, std::size_t n, const std::stri
                 PyRef v = pop();
                 auto* l = std::get_if<PyList>(&top()->v);
                 if (!l) bad("APPEND to a ", py_kind(*top()));
-                l->push_back(std::move(v));
+                l->push_back(v);
                 break;
             }
             case 'e': {  // APPENDS
                 auto items = pop_mark();
                 auto* l = std::get_if<PyList>(&top()->v);
                 if (!l) bad("APPENDS to a ", py_kind(*top()));
-                for (auto& v : items) l->push_back(std::move(v));
+                for (auto v : items) l->push_back(v);
                 break;
             }
             case 's': {  // SETITEM
@@ -445,7 +452,8 @@ inline SafeTensors read_torch_state_dict(const std::filesystem::path& path) {
         MT_CHECK(std::string_view(reinterpret_cast<const char*>(it->second->data), it->second->size) == "little", where,
                  ": ", prefix, "byteorder is not \"little\": a big-endian save");
 
-    const PyRef root = run_torch_pickle(pkl->data, pkl->size, where + " (" + pkl->name + ")");
+    const PickleResult pickle = run_torch_pickle(pkl->data, pkl->size, where + " (" + pkl->name + ")");
+    const PyRef root = pickle.root;
     auto* dict = std::get_if<PyDict>(&root->v);
     MT_CHECK(dict, where, ": holds a ", py_kind(*root), ", expected a state dict ({name: tensor})");
     std::vector<SafeTensors::TensorInfo> tensors;
