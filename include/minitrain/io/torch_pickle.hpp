@@ -410,7 +410,7 @@ inline PickleResult run_torch_pickle(const std::byte* p, std::size_t n, const st
                 break;
             }
             case 'b': {  // BUILD: OrderedDict's attribute state (a state dict's _metadata); dropped
-                PyRef state = pop();
+                (void)pop();  // the state
                 if (!std::holds_alternative<PyDict>(top()->v)) bad("BUILD on a ", py_kind(*top()));
                 break;
             }
