@@ -3,6 +3,7 @@
 //   pretrain --preset minimind2-small --train_data "data/train_*.bin" --val_data data/val_000000.bin
 //   pretrain --resume --out_dir out ...        continue from the latest checkpoint in out/checkpoints
 //   pretrain --init_from out/final ...         start from a model folder; its config.json picks the preset
+//   pretrain --init_from pretrain_768.pth --preset minimind3 ...   from MiniMind's torch.save() weights
 //   mpirun -np 4 pretrain ...                  data parallel over 4 processes (batch_size is per process)
 //
 // Every flag sets the TrainConfig field of the same name (train/config.hpp). --preset, --optimizer and
@@ -65,7 +66,8 @@ int main(int argc, char** argv) {
         flags.section("Model");
         flags.bind_choice("preset", preset, preset_names(), "the architecture (see Presets above)");
         flags.bind("init_from", cfg.init_from,
-                   "start from this model folder (config.json + model.safetensors); its config.json picks the preset");
+                   "start from this model folder (config.json + model.safetensors, or pytorch_model.bin); its config.json "
+                   "picks the preset. Or a weights file alone (MiniMind's out/*.pth): --preset picks the architecture");
         flags.bind("from_weight", cfg.init_from, "the same as --init_from (MiniMind's name)");
         flags.bind("dropout", cfg.dropout, "dropout probability");
         flags.bind_dtype("dtype", cfg.dtype, "training precision: f32, bf16 (autocast: bf16 matmuls, f32 master weights; fast on CPUs with AVX512-BF16) or fp16 (loss scaling; CUDA)");
@@ -178,7 +180,17 @@ int main(int argc, char** argv) {
         if (cfg.resume)
             if (auto latest = latest_checkpoint(cfg.out_dir)) source = *latest, source_flag = "--resume";
         if (source.empty() && !cfg.init_from.empty()) source = cfg.init_from, source_flag = "--init_from";
-        if (!source.empty()) {
+        if (!source.empty() && is_weights_file(source)) {  // MiniMind's out/*.pth: the preset says what it is
+            MT_CHECK(flags.was_set("preset"), source_flag, " ", source.string(),
+                     ": a weights file without config.json; give --preset (its architecture, e.g. minimind2-small or "
+                     "minimind3)");
+            const int vocab = weights_file_vocab(source);
+            MT_CHECK(!flags.was_set("vocab_size") || cfg.vocab_size == vocab, "--vocab_size ", cfg.vocab_size,
+                     " disagrees with ", source.string(), "'s model.embed_tokens.weight (", vocab, " rows)");
+            say(source_flag, ": ", source.string(), ": preset ", preset, " (--preset), vocab_size ", vocab,
+                " (model.embed_tokens.weight)");
+            cfg.vocab_size = vocab;
+        } else if (!source.empty()) {
             const std::string from = preset_for_folder(source);
             const ModelConfig mc = load_model_config(source);
             if (flags.was_set("preset") && from != preset)

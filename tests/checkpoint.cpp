@@ -735,13 +735,14 @@ TEST_CASE("load_pretrained: a folder of another architecture is refused, naming 
     e = refusal("use_sliding_window", true);
     CHECK(contains(e, "use_sliding_window is true"));
 
-    // Weights only as a pickle (MiniMind's convert script with safe_serialization=False): named.
+    // Weights only as a pickle (MiniMind's convert script with safe_serialization=False): read by
+    // io/torch_pickle.hpp (tests/model.cpp loads real ones); a file that is not torch.save's is named.
     spit(tmp / "config.json", good.dump());
     fs::remove(tmp / "model.safetensors");
-    spit(tmp / "pytorch_model.bin", "not read");
+    spit(tmp / "pytorch_model.bin", "not a zip archive, 32 bytes long");
     Transformer<TinyModel> back(tiny_rc);
     e = error_of([&] { load_pretrained(tmp.path, back); });
-    CHECK(contains(e, "pytorch_model.bin (a pickle, which minitrain does not read)"));
+    CHECK(contains(e, "pytorch_model.bin: no zip end-of-central-directory record: not a torch.save() zip archive"));
 }
 
 // ---- training checkpoints -------------------------------------------------------------------------------

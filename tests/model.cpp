@@ -1,16 +1,22 @@
 // The whole model against PyTorch: logits, losses, every parameter gradient, and three AdamW steps
 // with gradient clipping, for a dense, an MoE and a q/k-norm (MiniMind-3) configuration (tests/golden/make_golden.py wrote
-// the files from a from-scratch PyTorch implementation with Hugging Face parameter names).
+// the files from a from-scratch PyTorch implementation with Hugging Face parameter names); MiniMind's
+// torch.save() weights (tests/golden/torch/, make_golden_torch.py) loaded into the q/k-norm model.
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
+#include <minitrain/io/checkpoint.hpp>
 #include <minitrain/io/safetensors.hpp>
+#include <minitrain/io/torch_pickle.hpp>
 #include <minitrain/nn/transformer.hpp>
 #include <minitrain/optim/adamw.hpp>
 #include <minitrain/optim/clip.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace minitrain;
 using namespace mt_test;
@@ -245,4 +251,61 @@ TEST_CASE("dense model in bf16: loss, logits and every gradient match PyTorch's 
     }
     MESSAGE("gradients: worst error / tolerance " << worst << " over " << checked << " tensors");
     CHECK(checked == int(spread.size()) - 2);  // every gradient in the golden (plus loss and logits)
+}
+
+TEST_CASE("MiniMind's torch.save() weights (.pth, pytorch_model.bin) load into the q/k norm model exactly") {
+    // tests/golden/torch/minimind3_*.pth: tiny_qknorm's weights under MiniMind's state_dict names (lm_head
+    // tied to the embedding), saved by torch.save in f32, f16 (MiniMind's trainer) and bf16.
+    const auto torch_dir = golden_dir / "torch";
+    Golden<GoldenQKNorm> gold("tiny_qknorm.safetensors");
+    Graph<CPU> g0;
+    const auto ours = to_vector(gold.model.forward(g0, gold.ids, &gold.targets.tensor()).logits->data);
+    auto round_as = [](const std::string& dt, float x) {
+        if (dt == "f16") return minitrain::detail::f16_to_f32(minitrain::detail::f32_to_f16(x));
+        if (dt == "bf16") return float(bf16(x));
+        return x;
+    };
+    for (const std::string dt : {"f32", "f16", "bf16"}) {
+        CAPTURE(dt);
+        Transformer<GoldenQKNorm> m(gold.model.config());
+        load_pretrained(torch_dir / ("minimind3_" + dt + ".pth"), m);
+        std::size_t values = 0, equal = 0;
+        for (const Parameter& p : m.params().all()) {
+            const float* got = p.var.data.data<float>();
+            const float* want = gold.model.params().find(p.name).var.data.data<float>();
+            for (std::int64_t i = 0; i < p.shape.numel(); ++i, ++values) {
+                const float w = round_as(dt, want[i]);
+                equal += std::memcmp(&got[i], &w, sizeof w) == 0;
+            }
+        }
+        CHECK(values == std::size_t(m.params().count()));
+        CHECK(equal == values);  // every value, bit for bit, as torch rounded it
+        Graph<CPU> g;
+        const auto logits = to_vector(m.forward(g, gold.ids, &gold.targets.tensor()).logits->data);
+        if (dt == "f32") {
+            CHECK(logits == ours);  // the same weights: the same logits, bit for bit
+            check_tensor(logits, read(gold.st, "logits"), 1e-4, "logits of the imported .pth vs PyTorch");
+        } else {
+            // Rounded weights move the logits by about the rounding (2^-11 f16, 2^-8 bf16), not more.
+            check_tensor(logits, ours, dt == "f16" ? 2e-2 : 1e-1, "logits of the " + dt + " .pth vs f32");
+            CHECK(logits != ours);
+        }
+    }
+
+    // A transformers folder with pytorch_model.bin (save_pretrained(..., safe_serialization=False)): config.json
+    // is checked as for safetensors, the weights come from the pickle.
+    mt_test::TempDir dir;
+    { std::ofstream(dir / "config.json") << gold.cfg.dump(); }
+    std::filesystem::copy_file(torch_dir / "minimind3_bf16.pth", dir / "pytorch_model.bin");
+    Transformer<GoldenQKNorm> hf(gold.model.config());
+    load_pretrained(dir.path, hf);
+    const Parameter& q = hf.params().find("model.layers.1.self_attn.q_norm.weight");
+    const float* want = gold.model.params().find(q.name).var.data.data<float>();
+    for (std::int64_t i = 0; i < q.shape.numel(); ++i) CHECK(q.var.data.data<float>()[i] == float(bf16(want[i])));
+
+    // The preset must match the file: a model without q/k norm is told which tensor it has no place for.
+    Transformer<GoldenDense> dense(gold.model.config());
+    CHECK_THROWS_WITH_AS(load_pretrained(torch_dir / "minimind3_f32.pth", dense),
+                         doctest::Contains("minimind3_f32.pth: unexpected tensor \"model.layers.0.self_attn.q_norm.weight\""),
+                         Error);
 }

@@ -1,10 +1,12 @@
 // safetensors reader/writer and atomic file replacement: round trips in every supported dtype, the exact
 // bytes of a small file, and one test per kind of corruption, each checking that the error names the file
-// (and the tensor when there is one).
+// (and the tensor when there is one); torch.save() files read without a pickle interpreter (io/torch_pickle.hpp):
+// views, dtypes, and every refusal (strided, nested, foreign globals, deflate, legacy, corrupt bytes).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "minitrain/io/atomic_file.hpp"
 #include "minitrain/io/mmap.hpp"
 #include "minitrain/io/safetensors.hpp"
+#include "minitrain/io/torch_pickle.hpp"
 #include "minitrain/memory/arena.hpp"
 #include "support/temp_dir.hpp"
 
@@ -365,4 +368,121 @@ TEST_CASE("mmap: errors name the path and the reason; moves keep the mapping") {
     CHECK(b.size() == 3);
     CHECK(char(b.data()[2]) == 'c');
     CHECK(a.data() == nullptr);
+}
+
+// ---- torch.save() files (io/torch_pickle.hpp), written by tests/golden/make_golden_torch.py ----------
+
+namespace {
+
+const fs::path torch_dir = fs::path(__FILE__).parent_path() / "golden" / "torch";
+
+std::vector<double> torch_values(const SafeTensors& st, const std::string& name) {
+    const auto& ti = st.info(name);
+    Shape s;
+    for (auto d : ti.shape) s.dims[std::size_t(s.rank++)] = d;
+    Buffer<CPU> b(s, DType::f64);
+    st.read_into(name, b);
+    const double* p = b.tensor().data<double>();
+    return std::vector<double>(p, p + b.tensor().numel());
+}
+
+std::string torch_error(const fs::path& p) {
+    try {
+        (void)read_torch_state_dict(p);
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("torch.save: views at storage offsets, 0-d and empty tensors, F64 and I64, in the dict's order") {
+    const SafeTensors st = read_torch_state_dict(torch_dir / "views.pth");
+    CHECK(st.names() == std::vector<std::string>{"slice", "row", "block", "scalar", "empty", "f64", "i64"});
+    CHECK(st.path() == torch_dir / "views.pth");
+    // base = arange(24) * 0.5 - 3: element i is 0.5 i - 3.
+    auto base = [](int i) { return 0.5 * i - 3.0; };
+    std::vector<double> want;
+    for (int i = 5; i < 11; ++i) want.push_back(base(i));
+    CHECK(torch_values(st, "slice") == want);
+    want.clear();
+    for (int i = 12; i < 18; ++i) want.push_back(base(i));
+    CHECK(torch_values(st, "row") == want);
+    want.clear();
+    for (int i = 6; i < 18; ++i) want.push_back(base(i));
+    CHECK(st.info("block").shape == std::vector<std::int64_t>{2, 6});
+    CHECK(torch_values(st, "block") == want);
+    CHECK(st.info("scalar").shape.empty());
+    CHECK(torch_values(st, "scalar") == std::vector<double>{7.25});
+    CHECK(st.info("empty").shape == std::vector<std::int64_t>{0, 3});
+    CHECK(st.info("empty").bytes == 0);
+    CHECK(st.info("f64").dtype == "F64");
+    CHECK(torch_values(st, "f64") == std::vector<double>{1.0 / 3.0, -2.5});
+    CHECK(st.info("i64").dtype == "I64");
+    Buffer<CPU> i32(Shape{3}, DType::i32);
+    CHECK_THROWS_WITH_AS(st.read_into("i64", i32), doctest::Contains("element 2 is 1099511627776, outside the range of i32"),
+                         Error);
+}
+
+TEST_CASE("torch.save: what a state dict of tensors is not is refused, naming the file and what was found") {
+    auto e = torch_error(torch_dir / "strided.pth");
+    CHECK(contains(e, "strided.pth: tensor \"transposed\" has size (6, 4) and stride (1, 6): not row-major contiguous"));
+    e = torch_error(torch_dir / "nested.pth");
+    CHECK(contains(e, "nested.pth: \"model\" is a dict, expected a tensor"));
+    // The hostile pickle names os.system ("posix" on Linux): refused at GLOBAL, before anything is called.
+    e = torch_error(torch_dir / "global.pth");
+    CHECK(contains(e, "global.pth (global/data.pkl): the pickle names the global posix.system at byte "));
+    CHECK(contains(e, "refused"));
+    e = torch_error(torch_dir / "deflate.pth");
+    CHECK(contains(e, "deflate.pth: zip entry \"minimind3_f32/data.pkl\" is compressed (method 8, deflate)"));
+    e = torch_error(torch_dir / "legacy.pth");
+    CHECK(contains(e, "legacy.pth: a legacy (pre-1.6, non-zip) torch.save file"));
+    e = torch_error(torch_dir / "missing.pth");
+    CHECK(contains(e, "missing.pth: cannot open for reading"));
+}
+
+TEST_CASE("torch.save: a corrupt or truncated archive is an error naming the file") {
+    TempDir dir;
+    const auto good = slurp(torch_dir / "views.pth");
+    // A flipped byte in a storage: its CRC-32 fails. The storages hold 24 floats of 0.5 i - 3: find 2.5 (i = 11).
+    auto bad = good;
+    const float marker = 2.5f;
+    char mb[4];
+    std::memcpy(mb, &marker, 4);
+    auto at = std::search(bad.begin(), bad.end(), mb, mb + 4);
+    REQUIRE(at != bad.end());
+    at[1] ^= 1;
+    spit(dir / "flip.pth", bad);
+    CHECK(contains(torch_error(dir / "flip.pth"), "flip.pth: zip entry \"views/data/0\" fails its CRC-32 check"));
+    // Cut anywhere: never a crash, always an Error naming the file.
+    for (std::size_t cut : {std::size_t(0), std::size_t(10), std::size_t(100), good.size() / 2, good.size() - 23,
+                            good.size() - 1}) {
+        spit(dir / "cut.pth", std::vector<char>(good.begin(), good.begin() + std::ptrdiff_t(cut)));
+        CAPTURE(cut);
+        CHECK(contains(torch_error(dir / "cut.pth"), "cut.pth: "));
+    }
+    spit(dir / "text.pth", {'n', 'o', 't', ' ', 'a', ' ', 'z', 'i', 'p'});
+    CHECK(contains(torch_error(dir / "text.pth"), "text.pth: 9 bytes, too short for a zip archive"));
+}
+
+TEST_CASE("torch.save: the pickle VM refuses what it does not know, at the byte it is found") {
+    auto run = [](std::string_view pk) {
+        try {
+            (void)detail::run_torch_pickle(reinterpret_cast<const std::byte*>(pk.data()), pk.size(), "t.pkl");
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    CHECK(contains(run(std::string_view("\x80\x02}q\x00.", 6)), "(no error)"));
+    CHECK(contains(run("\x80\x02}("), "t.pkl: pickle byte 4: truncated"));
+    CHECK(contains(run("\x80\x02}h\x07."), "t.pkl: pickle byte 5: memo 7 was never stored"));
+    CHECK(contains(run("\x80\x02I42\n."), "t.pkl: pickle byte 2: opcode 0x49 is not one torch.save uses"));
+    CHECK(contains(run("\x80\x02" "cbuiltins\neval\n."), "the global builtins.eval at byte 2"));
+    CHECK(contains(run("\x80\x02K\x01K\x02."), "STOP with 1 objects left on the stack"));
+    CHECK(contains(run("\x80\x02(."), "unexpected MARK"));
+    CHECK(contains(run("\x80\x02K\x01K\x02K\x03s."), "SETITEM(S) on a int, expected a dict"));
+    // A REDUCE of an allowed global with the wrong arguments is refused too (no call is ever made).
+    CHECK(contains(run("\x80\x02" "ccollections\nOrderedDict\nK\x01\x85R."), "OrderedDict called with 1 arguments"));
 }

@@ -352,16 +352,21 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir) {
 }
 
 /// Loads a model folder into `model`: dir/config.json must describe Net with the model's vocab_size
-/// (config_mismatch; max_position_embeddings may differ), and dir/model.safetensors must hold exactly
-/// the model's parameters with their shapes, as F32, BF16 or F16. A stored "lm_head.weight" is accepted
+/// (config_mismatch; max_position_embeddings may differ), and dir/model.safetensors (or its shards, or
+/// transformers' pytorch_model.bin: see SafeTensorsFolder) must hold exactly the model's parameters with
+/// their shapes, as F32, BF16 or F16. `dir` may also be a weights file alone (MiniMind's out/*.pth, a
+/// .safetensors): without a config.json, the tensors' names and shapes are all that is checked. A stored "lm_head.weight" is accepted
 /// and ignored when it equals model.embed_tokens.weight (some writers store the tied head twice).
 /// Everything is checked before anything is copied: on Error the model is unchanged.
 template <ModelPolicy Net, class Backend>
 void load_pretrained(const std::filesystem::path& dir, Transformer<Net, Backend>& model) {
-    const auto cfg_path = dir / detail::config_file;
-    const nlohmann::json cfg = detail::read_json_file(cfg_path);
-    if (std::string why = detail::config_mismatch_at<Net>(cfg_path.string(), cfg, &model.config()); !why.empty())
-        throw Error(why);
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(dir, ec)) {  // a weights file alone has no config: the shapes decide
+        const auto cfg_path = dir / detail::config_file;
+        const nlohmann::json cfg = detail::read_json_file(cfg_path);
+        if (std::string why = detail::config_mismatch_at<Net>(cfg_path.string(), cfg, &model.config()); !why.empty())
+            throw Error(why);
+    }
 
     const SafeTensorsFolder st(dir);  // model.safetensors, or transformers' shards and their index
     const std::string& where = st.where();

@@ -135,6 +135,18 @@ public:
 
     explicit SafeTensors(const std::filesystem::path& path) : file_(path), where_(path.string()) { parse(); }
 
+    /// Tensors that another reader found in `file` (io/torch_pickle.hpp: a torch.save() archive), each
+    /// `data` pointing into it with `bytes` = numel * the dtype's size, in the given order; the same
+    /// read_into conversions as a safetensors file. A name given twice is an Error naming `where`.
+    SafeTensors(MappedFile&& file, std::string where, std::vector<TensorInfo> tensors)
+        : file_(std::move(file)), where_(std::move(where)) {
+        for (auto& ti : tensors) {
+            MT_CHECK(!tensors_.count(ti.name), where_, ": tensor \"", ti.name, "\" appears twice");
+            names_.push_back(ti.name);
+            tensors_.emplace(ti.name, std::move(ti));
+        }
+    }
+
     const std::filesystem::path& path() const { return file_.path(); }
     bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
     /// Tensor names in the order of their data in the file.
@@ -311,22 +323,36 @@ private:
     std::map<std::string, std::string> metadata_;
 };
 
+/// Opens a torch.save() state dict (*.pth, pytorch_model.bin) as a SafeTensors; defined in
+/// io/torch_pickle.hpp, which this header includes at its end.
+inline SafeTensors read_torch_state_dict(const std::filesystem::path& path);
+
 /// The weights of a model folder: DIR/model.safetensors, or the shards listed by
 /// DIR/model.safetensors.index.json ({"weight_map": {"<tensor>": "model-00001-of-00002.safetensors", ...}}),
-/// as transformers' save_pretrained writes them above its shard size (modeling_utils.py). A tensor found
-/// in two shards, a shard outside the folder, or a shard that holds a tensor the index does not list
-/// is an Error naming the file; a folder with only pytorch_model.bin (pickle) is refused, naming it.
+/// as transformers' save_pretrained writes them above its shard size (modeling_utils.py). A folder with
+/// neither is read from transformers' older pickle files, DIR/pytorch_model.bin or the shards of
+/// DIR/pytorch_model.bin.index.json (same layout), through io/torch_pickle.hpp's safe reader. DIR may
+/// also be one weights file: a .safetensors, or a torch.save() state dict (MiniMind's out/*.pth). A
+/// tensor found in two shards, a shard outside the folder, or a shard that holds a tensor the index does
+/// not list is an Error naming the file.
 class SafeTensorsFolder {
 public:
     explicit SafeTensorsFolder(const std::filesystem::path& dir) {
         namespace fs = std::filesystem;
-        const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
         std::error_code ec;
-        if (!fs::exists(single, ec) && !fs::exists(index, ec) && fs::exists(dir / "pytorch_model.bin", ec))
-            detail::fail(dir.string(), ": holds pytorch_model.bin (a pickle, which minitrain does not read) and no "
-                         "model.safetensors: re-save it with save_pretrained(..., safe_serialization=True)");
-        if (fs::exists(single, ec) || !fs::exists(index, ec)) {
-            files_.push_back(std::make_unique<SafeTensors>(single));
+        auto open = [](const fs::path& f) {
+            if (f.extension() == ".safetensors") return std::make_unique<SafeTensors>(f);
+            return std::make_unique<SafeTensors>(read_torch_state_dict(f));
+        };
+        fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+        if (fs::is_regular_file(dir, ec)) {
+            single = dir, index.clear();
+        } else if (!fs::exists(single, ec) && !fs::exists(index, ec) &&
+                   (fs::exists(dir / "pytorch_model.bin", ec) || fs::exists(dir / "pytorch_model.bin.index.json", ec))) {
+            single = dir / "pytorch_model.bin", index = dir / "pytorch_model.bin.index.json";
+        }
+        if (index.empty() || fs::exists(single, ec) || !fs::exists(index, ec)) {
+            files_.push_back(open(single));
             where_text_ = single.string();
         } else {
             where_text_ = index.string();
@@ -344,7 +370,7 @@ public:
                 listed[it.key()] = f;
                 if (!shard_of_file.count(f)) {
                     shard_of_file[f] = files_.size();
-                    files_.push_back(std::make_unique<SafeTensors>(dir / f));
+                    files_.push_back(open(dir / f));
                 }
             }
             for (const auto& [f, i] : shard_of_file)
@@ -441,3 +467,6 @@ inline void save_safetensors(const std::filesystem::path& path, const std::vecto
 }
 
 }  // namespace minitrain
+
+// read_torch_state_dict's definition (it needs SafeTensors, above).
+#include "torch_pickle.hpp"

@@ -220,4 +220,22 @@ inline std::string preset_for_folder(const std::filesystem::path& dir) {
     return preset_for_config(detail::read_json_file(cfg), cfg.string());
 }
 
+/// True when --init_from names a weights file alone (MiniMind's out/*.pth, a torch.save() or .safetensors
+/// state dict) rather than a model folder: it has no config.json, so the architecture comes from --preset.
+inline bool is_weights_file(const std::filesystem::path& p) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(p, ec);
+}
+
+/// The vocabulary of a weights file: the rows of its model.embed_tokens.weight.
+inline int weights_file_vocab(const std::filesystem::path& p) {
+    const SafeTensorsFolder st(p);
+    const char* const emb = "model.embed_tokens.weight";
+    MT_CHECK(st.contains(emb), p.string(), ": no tensor \"", emb, "\": not a MiniMind / Llama state dict");
+    const auto& s = st.file(emb).info(emb).shape;
+    MT_CHECK(s.size() == 2 && s[0] > 0 && s[0] <= std::numeric_limits<int>::max(), p.string(), ": tensor \"", emb,
+             "\" has shape ", detail::shape_str(s), ", expected (vocab_size, hidden_size)");
+    return int(s[0]);
+}
+
 }  // namespace minitrain

@@ -181,7 +181,8 @@ public:
 
         f.section("Model");
         f.bind("from_weight", cfg.init_from,
-               stage_ == Stage::pretrain ? "start from this model folder instead of from scratch (its config.json picks the preset)"
+               stage_ == Stage::pretrain ? "start from this model folder instead of from scratch (its config.json picks the preset), "
+                                           "or from a weights file alone (MiniMind's out/*.pth; --preset picks the architecture)"
                : stage_ == Stage::lora   ? "the base model folder the adapters are trained on (required)"
                                          : "the model folder to fine-tune (required; its config.json picks the preset)");
         f.bind("init_from", cfg.init_from, "the same as --from_weight");
@@ -251,6 +252,20 @@ public:
                  (fs::path(cfg.init_from) / "tokenizer.json").string(),
                  " does not exist; give the tokenizer.json the model was trained with (--tokenizer FILE)");
         if (source.empty()) return preset;
+        if (is_weights_file(source)) {  // MiniMind's out/*.pth: no config.json, the preset says what it is
+            MT_CHECK(stage_ == Stage::pretrain && flags.was_set("preset"), source_flag, " ", source.string(),
+                     ": a weights file without config.json; ",
+                     stage_ == Stage::pretrain ? "give --preset (its architecture, e.g. minimind2-small or minimind3)"
+                                               : "start from it with pretrain --init_from FILE --preset P, then fine-tune "
+                                                 "the model folder that run writes");
+            const int vocab = weights_file_vocab(source);
+            MT_CHECK(!flags.was_set("vocab_size") || cfg.vocab_size == vocab, "--vocab_size ", cfg.vocab_size,
+                     " disagrees with ", source.string(), "'s model.embed_tokens.weight (", vocab, " rows)");
+            say(source_flag + ": " + source.string() + ": preset " + preset + " (--preset), vocab_size " +
+                std::to_string(vocab) + " (model.embed_tokens.weight)");
+            cfg.vocab_size = vocab;
+            return preset;
+        }
         const std::string from = preset_for_folder(source);
         const ModelConfig mc = load_model_config(source);
         if (stage_ == Stage::pretrain && flags.was_set("preset") && from != preset)
