@@ -108,18 +108,93 @@ TEST_CASE("bf16 gemm: the AVX512-BF16 kernel against the double loop; 1 thread =
     for (const Case& c : cases) {
         Rng r1{91}, r2{91};
         CPU::set_threads(1);
-        const auto one = check_case(c, bg::gemm_avx512bf16, r1);
+        const auto one = check_case(c, bg::gemm_avx512bf16<float>, r1);
         CPU::set_threads(2);
-        const auto two = check_case(c, bg::gemm_avx512bf16, r2);
+        const auto two = check_case(c, bg::gemm_avx512bf16<float>, r2);
         CHECK_MESSAGE(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0,
                       "thread count changed the result for M=", c.M, " N=", c.N, " K=", c.K);
     }
     // Large enough for both threads to work.
     Rng r1{92}, r2{92};
     CPU::set_threads(1);
-    const auto one = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16, r1);
+    const auto one = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16<float>, r1);
     CPU::set_threads(2);
-    const auto two = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16, r2);
+    const auto two = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16<float>, r2);
     CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 }
 #endif
+
+// ---- the bf16 copy of the weights (backend/cpu/bf16_weights.hpp) ------------------------------------------------
+
+TEST_CASE("bf16 weight copy: its bits are the kernel's rounding (scalar rounding on the portable path)") {
+    Rng rng{31};
+    auto v = random_floats(1000, rng);
+    v[3] = 0.0f, v[4] = -0.0f, v[5] = INFINITY, v[6] = 1.5f * 65536.0f;
+    std::vector<std::uint16_t> scalar(v.size()), fast(v.size());
+    cpu::round_to_bf16(v.data(), scalar.data(), v.size(), false);
+    for (std::size_t i = 0; i < v.size(); ++i) REQUIRE(scalar[i] == bf16(v[i]).bits);
+    if (bg::has_avx512_bf16()) {
+        cpu::round_to_bf16(v.data(), fast.data(), 999, true);  // a tail of 7 after 62 vectors of 16
+        fast[999] = scalar[999];
+        CHECK(fast == scalar);  // normal numbers: vcvtneps2bf16 is round to nearest even too
+    }
+}
+
+TEST_CASE("bf16 weight copy: autocast_gemm reads it for B, bit for bit as rounding B; a stale copy is read as is") {
+    Rng rng{55};
+    CPU::set_threads(2);
+    Autocast bf(Precision::bf16);
+    for (const Case& c : cases) {
+        const int rb = c.tb ? c.N : c.K, cb = c.tb ? c.K : c.N, ca = c.ta ? c.M : c.K, ra = c.ta ? c.K : c.M;
+        const int lda = ca + c.pad, ldb = cb + c.pad, ldc = c.N + c.pad;
+        auto A = random_floats(std::size_t(ra) * lda, rng), B = random_floats(std::size_t(rb) * ldb, rng);
+        const auto C0 = random_floats(std::size_t(c.M) * ldc, rng);
+        auto product = [&](const std::vector<float>& b) {
+            auto C = C0;
+            cpu::autocast_gemm<float>(c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, b.data(), ldb, C.data(), ldc, c.acc);
+            return C;
+        };
+        INFO("M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << c.ta << " tb=" << c.tb << " pad=" << c.pad);
+        const auto rounded = product(B);
+        cpu::Bf16WeightCopy copy;
+        copy.use(B.data(), B.size(), bg::has_avx512_bf16());
+        REQUIRE(cpu::bf16_copy_of(B.data(), B.size()) == copy.bits());
+        CHECK(cpu::bf16_copy_of(B.data() + 1, B.size()) == nullptr);  // runs past the range: not covered
+        const auto read = product(B);
+        CHECK(std::memcmp(read.data(), rounded.data(), read.size() * sizeof(float)) == 0);
+        // Change the floats of op(B)'s first element: the registered copy still holds the old value, and the
+        // product reads it (which is why the trainer refreshes the copy each step) ...
+        auto B2 = B;
+        B[0] += 0.5f;
+        const auto stale = product(B);
+        CHECK(std::memcmp(stale.data(), read.data(), stale.size() * sizeof(float)) == 0);
+        // ... until it is refreshed, or released, or copies are switched off.
+        copy.use(B.data(), B.size(), bg::has_avx512_bf16());
+        const auto fresh = product(B);
+        copy.release();
+        const auto fresh_rounded = product(B);
+        CHECK(std::memcmp(fresh.data(), fresh_rounded.data(), fresh.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(fresh.data(), read.data(), fresh.size() * sizeof(float)) != 0);
+        copy.use(B2.data(), B2.size(), bg::has_avx512_bf16());
+        cpu::set_bf16_weight_copies(false);
+        CHECK(cpu::bf16_copy_of(B2.data(), B2.size()) == nullptr);
+        cpu::set_bf16_weight_copies(true);
+    }
+    CHECK(cpu::bf16_copy_of(nullptr, 0) == nullptr);  // every copy above was released by its destructor
+}
+
+TEST_CASE("bf16 weight copy: the portable path reads it bit for bit as rounding B") {
+    Rng rng{56};
+    for (const Case& c : cases) {
+        const int rb = c.tb ? c.N : c.K, cb = c.tb ? c.K : c.N, ca = c.ta ? c.M : c.K, ra = c.ta ? c.K : c.M;
+        const int lda = ca + c.pad, ldb = cb + c.pad, ldc = c.N + c.pad;
+        auto A = random_floats(std::size_t(ra) * lda, rng), B = random_floats(std::size_t(rb) * ldb, rng);
+        std::vector<std::uint16_t> bits(B.size());
+        cpu::round_to_bf16(B.data(), bits.data(), B.size(), false);
+        std::vector<float> C1(std::size_t(c.M) * ldc), C2 = C1;
+        auto f32 = [](auto... b) { cpu::gemm<float>(b...); };
+        bg::gemm_rounded(f32, c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C1.data(), ldc, false);
+        bg::gemm_rounded(f32, c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C2.data(), ldc, false, bits.data());
+        CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+    }
+}

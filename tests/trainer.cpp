@@ -421,3 +421,59 @@ TEST_CASE("bf16: trains as f32 does from the same start, keeps f32 checkpoints, 
     CHECK(r.precision() == Precision::bf16);
     for (int i = 0; i < 6; ++i) CHECK(std::isfinite(r.train_step()));
 }
+
+TEST_CASE("bf16: the weights are rounded once per step into a copy the products read: the same run bit for bit, "
+          "and every step reads the weights as they are then (after the optimizer, load_checkpoint, an edit)") {
+    TempDir dir;
+    write_corpus(dir.path / "train.bin", 20000, 50, 1);
+    write_corpus(dir.path / "val.bin", 3000, 50, 2);
+    TrainConfig c = small_config(dir);
+    c.max_steps = 20;
+    c.dropout = 0.0;
+    c.accumulation_steps = 2;  // one copy serves both micro-batches
+    c.dtype = "bf16";
+    TrainConfig o = c;
+    o.out_dir = (dir.path / "other").string();
+    o.init_seed = 9;
+    Train other(o);  // a checkpoint with other weights, to load into both runs below
+    for (int i = 0; i < 3; ++i) other.train_step();
+    const fs::path ck = other.save();
+
+    c.out_dir = (dir.path / "copy").string();
+    Train with(c);
+    c.out_dir = (dir.path / "rounding").string();
+    Train without(c);
+    REQUIRE(cpu::bf16_weight_copies_enabled());
+    CHECK(with.last_bf16_weights() == nullptr);
+    auto compare = [&](const char* when) {
+        INFO(when);
+        const auto before = weights(with);
+        const double lw = with.train_step();
+        cpu::set_bf16_weight_copies(false);  // `without` rounds the weights in every product, as before
+        const double lo = without.train_step();
+        cpu::set_bf16_weight_copies(true);
+        CHECK(lw == lo);
+        const auto ww = weights(with), wo = weights(without);
+        CHECK(std::memcmp(ww.data(), wo.data(), ww.size() * sizeof(float)) == 0);
+        // The copy the step read is the weights at its start, rounded; and it is released again.
+        REQUIRE(with.last_bf16_weights() != nullptr);
+        int differ = 0;
+        for (std::size_t i = 0; i < before.size(); ++i) differ += with.last_bf16_weights()[i] != bf16(before[i]).bits;
+        CHECK(differ == 0);
+        CHECK(cpu::bf16_copy_of(with.model().params().data().data<float>(), 1) == nullptr);
+    };
+    for (int i = 0; i < 3; ++i) compare("after optimizer steps");
+    load_checkpoint(ck, with.model(), with.optimizer());
+    load_checkpoint(ck, without.model(), without.optimizer());
+    compare("after load_checkpoint");
+    for (Train* t : {&with, &without}) {  // an edit by hand between steps
+        auto& d = t->model().params().data();
+        for (std::int64_t i = 0; i < d.numel(); ++i) d.data<float>()[i] *= 1.01f;
+    }
+    compare("after an edit of the weights");
+    const double eval_with = with.evaluate().loss;  // evaluation reads a fresh copy too
+    cpu::set_bf16_weight_copies(false);
+    const double eval_without = without.evaluate().loss;
+    cpu::set_bf16_weight_copies(true);
+    CHECK(eval_with == eval_without);
+}

@@ -18,8 +18,10 @@
 // Where the CPU backend differs from torch's CPU autocast, and why:
 //   * torch rounds a matmul's *output* to bf16 as well (the tensor is bf16); here outputs stay f32. It is
 //     the more accurate choice and costs nothing (the accumulators are f32 either way).
-//   * the rounding of weights to bf16 happens inside the GEMM's packing (backend/cpu/gemm_bf16.hpp), which
-//     reads every weight once per product in f32 too: a separate bf16 copy would save no pass there.
+//   * the weights are rounded to bf16 once per optimizer step (and per evaluation or sample) into a copy that
+//     the products read (backend/cpu/bf16_weights.hpp, made by the trainer); activations and the operands of
+//     the other products are rounded while the GEMM packs them (backend/cpu/gemm_bf16.hpp). Both roundings
+//     are the same instruction, so the copy changes no result.
 //
 // The switch is process-wide, not thread-local as torch's is: the CPU kernels run their products on
 // OpenMP worker threads, which must all see the caller's precision. Set it with a Autocast scope around

@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../backend/cpu/bf16_weights.hpp"
 #include "../core/precision.hpp"
 #include "../io/checkpoint.hpp"
 #include "../log/run_log.hpp"
@@ -156,6 +157,7 @@ public:
         trained.zero_grad();
         graph_->set_training(true);
         const int world = comm_->world_size();
+        WeightCopies copies = bf16_weights();  // bf16: the weights rounded once for all micro-batches of this step
         for (int micro = 0; micro < cfg_.accumulation_steps; ++micro) {
             graph_->reset();
             MicroResult r = objective_->train(*model_, *graph_, *data_);
@@ -173,6 +175,7 @@ public:
                 last_metrics_[k].value += r.metrics[k].value / cfg_.accumulation_steps / world;
             }
         }
+        copies.release();  // before anything writes the weights
         if (world > 1) reduce_step(loss_sum, aux_sum, tokens);
         // fp16: an Inf/NaN in the scaled gradient skips the step and halves the scale; the guard does not count
         // it (an overflow says the scale was too high, not that training diverges).
@@ -204,6 +207,7 @@ public:
     EvalResult evaluate() {
         MT_CHECK(data_->has_val(), "evaluate: no val_data was given");
         Autocast autocast(precision_);
+        WeightCopies copies = bf16_weights();
         NoGrad<Backend> no_grad(*graph_);
         graph_->set_training(false);
         data_->val_reset();
@@ -265,6 +269,9 @@ public:
     /// The precision the products run in (from cfg.dtype) and, for fp16, the loss scaler.
     Precision precision() const { return precision_; }
     const GradScaler* grad_scaler() const { return scaler_ ? &*scaler_ : nullptr; }
+    /// bf16 on the CPU: the bf16 bits of the model's weights as the last step, evaluation or sample rounded them
+    /// (nullptr before the first, and in f32). For tests.
+    const std::uint16_t* last_bf16_weights() const { return model_copy_.bits(); }
     const StepGuard& guard() const { return guard_; }
     Comm& comm() const { return *comm_; }
     /// Whether the last train_step applied its update (false: skipped by the guard).
@@ -664,6 +671,7 @@ private:
     void log_sample() {
         if (!comm_->is_root()) return;
         Autocast autocast(precision_);
+        WeightCopies copies = bf16_weights();
         std::vector<std::int32_t> prompt = sample_prompt;
         if (prompt.empty()) {
             auto p = objective_->sample_prompt(std::min(8, cfg_.max_seq_len - 1));
@@ -703,6 +711,40 @@ private:
         return s;
     }
 
+    /// The bf16 copies of the weights in use (backend/cpu/bf16_weights.hpp), released at the end of its scope.
+    struct WeightCopies {
+        Trainer* t;
+        explicit WeightCopies(Trainer* in_use = nullptr) : t(in_use) {}
+        WeightCopies(const WeightCopies&) = delete;
+        WeightCopies& operator=(const WeightCopies&) = delete;
+        ~WeightCopies() { release(); }
+        void release() {
+            if (!t) return;
+            t->model_copy_.release();
+            t->trained_copy_.release();
+            t = nullptr;
+        }
+    };
+
+    /// bf16 on the CPU: the model's weights (and the trained set, when it is another one: LoRA's adapters) rounded
+    /// to bf16 now, for every product until the returned scope ends. Rounding them here, at the start of each step,
+    /// evaluation and sample, means that whatever changed the weights in between (the optimizer, a resume,
+    /// load_checkpoint, a LoRA merge, a user's edit) is what the products see.
+    [[nodiscard]] WeightCopies bf16_weights() {
+        if constexpr (Backend::device == Device::cpu) {
+            if (precision_ != Precision::bf16 || !cpu::bf16_weight_copies_enabled()) return WeightCopies{};
+            const bool fast = cpu::bf16gemm::has_avx512_bf16();
+            ParameterSet<Backend>& all = model_->params();
+            model_copy_.use(all.data().template data<float>(), all.count(), fast);
+            ParameterSet<Backend>& trained = objective_->parameters();
+            if (&trained != &all && trained.count() > 0)
+                trained_copy_.use(trained.data().template data<float>(), trained.count(), fast);
+            return WeightCopies{this};
+        } else {
+            return WeightCopies{};
+        }
+    }
+
     std::int64_t tokens_per_step() const {
         return std::int64_t(cfg_.batch_size) * cfg_.max_seq_len * cfg_.accumulation_steps * comm_->world_size();
     }
@@ -731,6 +773,7 @@ private:
     StepGuard::Verdict last_verdict_ = StepGuard::Verdict::apply;
     Precision precision_ = Precision::f32;
     std::optional<GradScaler> scaler_;  // fp16 only
+    cpu::Bf16WeightCopy model_copy_, trained_copy_;  // bf16 on the CPU: see bf16_weights()
     std::int64_t step_ = 0, total_steps_ = 0;
     double last_loss_ = 0, last_aux_ = 0, last_norm_ = 0, last_lr_ = 0, last_tokens_per_s_ = 0;
     Metric last_metrics_[max_task_metrics];  // the task's own numbers (DPO: rewards), averaged over the last step

@@ -26,6 +26,7 @@
 
 #include "../../core/error.hpp"
 #include "../../core/precision.hpp"
+#include "bf16_weights.hpp"
 #include "gemm_avx512.hpp"
 #include "gemm_bf16.hpp"
 
@@ -138,7 +139,9 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
 /// The product a model's matmul runs (linear, attention, LoRA): gemm in the precision of the Autocast scope
 /// (core/precision.hpp). bf16 rounds both inputs to bf16 and accumulates in f32: the vdpbf16ps kernel where
 /// the CPU has AVX512-BF16, else the rounded copies through the f32 kernel (the same values up to the order
-/// of the f32 additions). f64 (the tests' reference) ignores the scope.
+/// of the f32 additions). When B lies in a registered Bf16WeightCopy (a weight: every model product has its
+/// weight as B), its bf16 bits are packed instead of rounding the floats again (bf16_weights.hpp): the same
+/// product bit for bit. f64 (the tests' reference) ignores the scope.
 template <class T>
 void autocast_gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const T* A,
                    std::int64_t lda, const T* B, std::int64_t ldb, T* C, std::int64_t ldc, bool accumulate) {
@@ -151,11 +154,17 @@ void autocast_gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, s
                     for (std::int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, std::size_t(N) * sizeof(float));
                 return;
             }
+            // op(B) is (K, N): stored (N, K) when transposed; its last element is that far from B.
+            const std::size_t extent = std::size_t(trans_b ? (N - 1) * ldb + K : (K - 1) * ldb + N);
+            const std::uint16_t* b_bits = bf16_copy_of(B, extent);
 #if defined(MINITRAIN_BF16_KERNEL)
-            if (bf16gemm::has_avx512_bf16())
+            if (bf16gemm::has_avx512_bf16()) {
+                if (b_bits) return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, b_bits, ldb, C, ldc, accumulate);
                 return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+            }
 #endif
-            return bf16gemm::gemm_rounded(gemm<float>, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+            return bf16gemm::gemm_rounded(gemm<float>, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate,
+                                          b_bits);
         }
         MT_CHECK(p == Precision::f32, "cpu::gemm: fp16 products need fast half arithmetic, which the CPU backend does not "
                  "have; bf16 is this CPU's fast type (--dtype bf16)");

@@ -4,7 +4,8 @@
 //   C (M, N) = bf16(op(A)) (M, K) . bf16(op(B)) (K, N)     [+ C when accumulate], f32 in and out, row-major
 //
 // A and B arrive as f32 and are rounded to bf16 (round to nearest even, as torch's .to(bfloat16)) while they
-// are packed, so the conversion costs no pass of its own. On CPUs with AVX512-BF16 (Zen 4 and 5, Sapphire
+// are packed, so the conversion costs no pass of its own; a B that is already bf16 (the weights' copy made
+// once per step, bf16_weights.hpp) is packed from its bits. On CPUs with AVX512-BF16 (Zen 4 and 5, Sapphire
 // Rapids) the micro-kernel is vdpbf16ps: each instruction multiplies 16 pairs of bf16 and adds both
 // products to 16 f32 accumulators, twice the multiply-adds of an f32 FMA. Elsewhere gemm_bf16 rounds the
 // inputs and runs the f32 product: the same values up to the order of the f32 additions.
@@ -228,10 +229,50 @@ MT_BF16_TARGET inline void pack_b(bool trans, const float* B, std::int64_t ldb, 
     }
 }
 
-/// The block C[m0:m1, n0:n1] over all of K, on the calling thread.
-MT_BF16_TARGET inline void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t m1, std::int64_t n0,
-                                      std::int64_t n1, std::int64_t K, const float* A, std::int64_t lda, const float* B,
-                                      std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
+/// pack_b from bf16 bits already rounded (a Bf16WeightCopy, backend/cpu/bf16_weights.hpp): the same words as
+/// pack_b of the floats they stand for, without the rounding.
+MT_BF16_TARGET inline void pack_b(bool trans, const std::uint16_t* B, std::int64_t ldb, std::int64_t k0, std::int64_t kc,
+                                  std::int64_t n0, std::int64_t nc, std::uint32_t* dst) {
+    const std::int64_t kp = (kc + 1) / 2;
+    for (std::int64_t p = 0; p < nc; p += NR, dst += NR * kp) {
+        const std::int64_t cols = std::min<std::int64_t>(NR, nc - p);
+        if (!trans) {  // B stored (K, N): rows 2kp and 2kp+1 widened to words, the upper row in the high half
+            const std::uint16_t* src = B + k0 * ldb + n0 + p;
+            const __mmask16 c0 = lanes16(cols), c1 = lanes16(cols - 16);
+            for (std::int64_t q = 0; q < kp; ++q) {
+                const std::uint16_t* lo = src + 2 * q * ldb;
+                const bool has_hi = 2 * q + 1 < kc;
+                const std::uint16_t* hi = lo + ldb;
+                for (int h = 0; h < 2; ++h) {
+                    const __mmask16 m = h ? c1 : c0;
+                    const __m512i l = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo + 16 * h));
+                    const __m512i u = has_hi ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi + 16 * h)), 16)
+                                             : _mm512_setzero_si512();
+                    _mm512_store_si512(dst + q * NR + 16 * h, _mm512_or_si512(l, u));
+                }
+            }
+            continue;
+        }
+        // B stored (N, K): a column's 32 consecutive bf16 are its 16 pairs; transpose 16 x 16 words.
+        const std::uint16_t* src = B + (n0 + p) * ldb + k0;
+        for (std::int64_t h = 0; h < NR; h += 16)
+            for (std::int64_t k = 0; k < kc; k += 32) {
+                const std::int64_t left = kc - k;
+                const __mmask32 m = left >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << left) - 1);
+                __m512i w[16];
+                for (std::int64_t j = 0; j < 16; ++j)
+                    w[j] = h + j < cols ? _mm512_maskz_loadu_epi16(m, src + (h + j) * ldb + k) : _mm512_setzero_si512();
+                transpose16(w);
+                for (std::int64_t q = 0; q < 16 && k / 2 + q < kp; ++q) _mm512_store_si512(dst + (k / 2 + q) * NR + h, w[q]);
+            }
+    }
+}
+
+/// The block C[m0:m1, n0:n1] over all of K, on the calling thread. BSrc: float, or std::uint16_t for B's bf16 bits.
+template <class BSrc>
+MT_BF16_TARGET void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t m1, std::int64_t n0,
+                               std::int64_t n1, std::int64_t K, const float* A, std::int64_t lda, const BSrc* B,
+                               std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
     const std::int64_t kp_max = (std::min(KC, K) + 1) / 2;
     const std::int64_t nc_max = std::min(NC, (n1 - n0 + NR - 1) / NR * NR);
     std::uint32_t* packed_b = workspace();
@@ -258,9 +299,10 @@ MT_BF16_TARGET inline void gemm_block(bool trans_a, bool trans_b, std::int64_t m
 }
 
 /// The AVX512-BF16 product (the CPU must have it: see has_avx512_bf16). Threads split C as the f32 kernel does.
-inline void gemm_avx512bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-                            std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                            bool accumulate) {
+/// B is f32 (rounded while packed) or the bf16 bits of a Bf16WeightCopy (the same product bit for bit).
+template <class BSrc>
+void gemm_avx512bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                     std::int64_t lda, const BSrc* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
     split_gemm(M, N, K, MR, NR, [&](std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1) {
         gemm_block(trans_a, trans_b, m0, m1, n0, n1, K, A, lda, B, ldb, C, ldc, accumulate);
     });
@@ -273,16 +315,21 @@ inline void gemm_avx512bf16(bool trans_a, bool trans_b, std::int64_t M, std::int
 
 /// The portable path: op(A) and op(B) rounded to bf16 into scratch copies, then `f32_gemm` (a callable with
 /// gemm's signature). Slower, allocates, and equal to the kernel up to the order of the f32 additions.
+/// `b_bits`: B's bf16 bits from a Bf16WeightCopy, read instead of rounding B (nullptr: round B).
 template <class F32Gemm>
 void gemm_rounded(F32Gemm&& f32_gemm, bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                   const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                  bool accumulate) {
+                  bool accumulate, const std::uint16_t* b_bits = nullptr) {
     const std::int64_t ra = trans_a ? K : M, ca = trans_a ? M : K, rb = trans_b ? N : K, cb = trans_b ? K : N;
     std::vector<float> a(std::size_t(ra * ca)), b(std::size_t(rb * cb));
     for (std::int64_t i = 0; i < ra; ++i)
         for (std::int64_t j = 0; j < ca; ++j) a[std::size_t(i * ca + j)] = round_bf16(A[i * lda + j]);
     for (std::int64_t i = 0; i < rb; ++i)
-        for (std::int64_t j = 0; j < cb; ++j) b[std::size_t(i * cb + j)] = round_bf16(B[i * ldb + j]);
+        for (std::int64_t j = 0; j < cb; ++j) {
+            minitrain::bf16 w;
+            if (b_bits) w.bits = b_bits[i * ldb + j];
+            b[std::size_t(i * cb + j)] = b_bits ? float(w) : round_bf16(B[i * ldb + j]);
+        }
     f32_gemm(trans_a, trans_b, M, N, K, a.data(), ca, b.data(), cb, C, ldc, accumulate);
 }
 
