@@ -170,6 +170,11 @@ TEST_CASE("hf_config: an MoE policy is a MiniMind config with its MoE keys") {
     CHECK_FALSE(config_mismatch<TinyMoEModel>(j).empty());
 }
 
+/// MiniMind-3-MoE's shapes with MiniMind2's router.
+struct QKNormMiniMind2Router : MiniMind3Knobs {
+    static constexpr RouterRules router = RouterRules::minimind2;
+};
+
 TEST_CASE("hf_config: q/k-norm policies are Qwen3 / Qwen3-MoE configs, as MiniMind's convert script writes MiniMind-3") {
     // scripts/convert_model.py (jingyaogong/minimind HEAD): Qwen3Config(vocab_size, hidden_size, intermediate_size,
     // num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, max_position_embeddings, rms_norm_eps,
@@ -217,6 +222,12 @@ TEST_CASE("hf_config: q/k-norm policies are Qwen3 / Qwen3-MoE configs, as MiniMi
     d["mlp_only_layers"] = json::array({0});
     CHECK(contains(config_mismatch<MiniMind3MoE>(d), "mlp_only_layers is [0]"));
     CHECK(contains(config_mismatch<MiniMind3>(m), "model_type is \"qwen3_moe\", the compiled model is dense"));
+    // The same shapes with MiniMind2's router compute another function (top-1 weight = score): refused, and
+    // written as MiniMind's own config instead.
+    using Other = Model<8, 768, 8, true, QKNormMiniMind2Router>;
+    CHECK(contains(config_mismatch<Other>(m), "the compiled model is a mixture of experts with MiniMind2's router"));
+    CHECK(hf_config<Other>(rc).at("model_type") == "minimind");
+    CHECK(hf_config<Other>(rc).at("seq_aux") == true);
 
     // transformers 5 writes rope_parameters instead of rope_theta / rope_scaling, and layer_types.
     json v5 = j;

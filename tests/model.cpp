@@ -1,5 +1,5 @@
 // The whole model against PyTorch: logits, losses, every parameter gradient, and three AdamW steps
-// with gradient clipping, for a dense, an MoE and a q/k-norm (MiniMind-3) configuration (tests/golden/make_golden.py wrote
+// with gradient clipping, for a dense, an MoE, a q/k-norm (MiniMind-3) and a MiniMind-3 MoE configuration (tests/golden/make_golden.py wrote
 // the files from a from-scratch PyTorch implementation with Hugging Face parameter names); MiniMind's
 // torch.save() weights (tests/golden/torch/, make_golden_torch.py) loaded into the q/k-norm model.
 #include <cstring>
@@ -123,6 +123,12 @@ void check_adamw_steps(const std::string& file) {
 using GoldenDense = Model<2, 32, 4, false, Knobs<2>>;
 using GoldenMoE = Model<2, 32, 4, true, Knobs<2, 36>>;
 using GoldenQKNorm = TinyQKNormModel;  // GoldenDense with MiniMind-3's q_norm / k_norm
+/// GoldenQKNorm with MiniMind-3's MoE: 4 experts of width 36, top-1, no shared expert, MiniMind-3's router.
+struct GoldenMoE3Knobs : Knobs<2, 36, 4, 1, 0> {
+    static constexpr bool qk_norm = true;
+    static constexpr RouterRules router = RouterRules::minimind3;
+};
+using GoldenMoE3 = Model<2, 32, 4, true, GoldenMoE3Knobs>;
 
 }  // namespace
 
@@ -144,6 +150,11 @@ TEST_CASE("q/k norm model (MiniMind-3's attention): logits, loss and every gradi
 
 TEST_CASE("q/k norm model: three clipped AdamW steps match PyTorch") {
     check_adamw_steps<GoldenQKNorm>("tiny_qknorm.safetensors");
+}
+
+TEST_CASE("MiniMind-3 MoE model (q/k norm, top-1 renormalized, batch-level balancing loss) matches PyTorch") {
+    check_forward_backward<GoldenMoE3>("tiny_moe3.safetensors");
+    check_adamw_steps<GoldenMoE3>("tiny_moe3.safetensors");
 }
 
 TEST_CASE("q/k norm model: the gradients of q_norm and k_norm equal central finite differences (f32)") {
@@ -195,7 +206,8 @@ TEST_CASE("model policy: MiniMind's FFN rule and the presets' sizes") {
     static_assert(MiniMind3::head_dim == 96 && MiniMind3::kv_heads == 4 && MiniMind3::ffn == 2432 && MiniMind3::qk_norm);
     static_assert(MiniMind3::rms_eps == 1e-6 && MiniMind3::rope_theta == 1e6 && !MiniMind3::moe);
     static_assert(MiniMind3MoE::moe && MiniMind3MoE::experts == 4 && MiniMind3MoE::top_k == 1 &&
-                  MiniMind3MoE::shared_experts == 0 && MiniMind3MoE::aux_alpha == 5e-4 && MiniMind3MoE::qk_norm);
+                  MiniMind3MoE::shared_experts == 0 && MiniMind3MoE::aux_alpha == 5e-4 && MiniMind3MoE::qk_norm &&
+                  MiniMind3MoE::router == RouterRules::minimind3);
     const long per_layer = 2L * 768 * 768 + 2L * 384 * 768 + 3L * 768 * 2432 + 2 * 768 + 2 * 96;
     CHECK(6400L * 768 + 8 * per_layer + 768 == 63'912'192);  // 64M
     const long moe_layer = per_layer - 3L * 768 * 2432 + 4 * 3L * 768 * 2432 + 4 * 768;  // 4 experts + router

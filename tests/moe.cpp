@@ -32,7 +32,9 @@ struct RefRouting {
     double aux = 0;
 };
 
-RefRouting ref_router(const std::vector<double>& logits, int N, int E, int B, int K, bool norm, double alpha) {
+RefRouting ref_router(const std::vector<double>& logits, int N, int E, int B, int K, bool norm, double alpha,
+                      RouterRules rules = RouterRules::minimind2) {
+    const bool minimind3 = rules == RouterRules::minimind3;
     RefRouting r;
     r.scores.resize(std::size_t(N * E));
     for (int n = 0; n < N; ++n) {
@@ -49,8 +51,19 @@ RefRouting ref_router(const std::vector<double>& logits, int N, int E, int B, in
         for (int k = 0; k < K; ++k) {
             r.indices.push_back(order[k]);
             double w = r.scores[n * E + order[k]];
-            r.weights.push_back(K > 1 && norm ? w / (tot + 1e-20) : w);
+            r.weights.push_back((K > 1 || minimind3) && norm ? w / (tot + 1e-20) : w);
         }
+    }
+    if (minimind3) {
+        // MiniMind-3: load = one_hot(topk_idx, E).float().mean(0) (K, E);
+        //             aux = (load * scores.mean(0)).sum() * E * alpha, over all N tokens at once
+        std::vector<double> load(std::size_t(E), 0.0), mean(std::size_t(E), 0.0);
+        for (int i = 0; i < N * K; ++i) load[r.indices[i]] += 1.0 / N;
+        for (int n = 0; n < N; ++n)
+            for (int e = 0; e < E; ++e) mean[e] += r.scores[n * E + e] / N;
+        for (int e = 0; e < E; ++e) r.aux += load[e] * mean[e];
+        r.aux *= E * alpha;
+        return r;
     }
     // seq_aux: ce = zeros(B, E).scatter_add_(1, idx.view(B, -1), 1).div_(T*K/E);
     //          aux = (ce * scores.view(B, T, E).mean(1)).sum(1).mean() * alpha
@@ -149,6 +162,43 @@ TEST_CASE("moe_router: forward equals MiniMind's MoEGate (softmax, top-k, renorm
                 CHECK(to_vector(r.aux.data)[0] == doctest::Approx(alpha).epsilon(tol));
             }
         }
+}
+
+TEST_CASE("moe_router: MiniMind-3's rules (top-1 renormalized to 1, one balancing loss over the batch)") {
+    Rng rng{29};
+    const int B = 3, T = 4, E = 4, N = B * T;
+    for (int K : {1, 2})
+        for (DType dt : {DType::f64, DType::f32}) {
+            CAPTURE(K);
+            CAPTURE(dtype_name(dt));
+            auto logits = converted(randn({N, E}, rng, 1.5), dt);
+            const double alpha = 0.29;
+            RefRouting want = ref_router(to_vector(logits), N, E, B, K, true, alpha, RouterRules::minimind3);
+            RefRouting seq = ref_router(to_vector(logits), N, E, B, K, true, alpha);
+            Graph<CPU> g;
+            Routing r = moe_router(g, g.leaf(logits, true), B, K, true, alpha, RouterRules::minimind3);
+            const double tol = dt == DType::f64 ? 1e-12 : 1e-6;
+            CHECK(to_ints(r.indices) == want.indices);
+            check_close(to_vector(r.weights.data), want.weights, tol, tol, "weights");
+            check_close(to_vector(r.aux.data), {want.aux}, tol, tol, "aux");
+            // The two rules really differ on this batch: the per-sequence loss is another number.
+            CHECK(std::abs(want.aux - seq.aux) > 1e-3 * want.aux);
+            if (K == 1)
+                for (double w : to_vector(r.weights.data)) CHECK(w == 1.0);  // s / (s + 1e-20) rounds to 1
+        }
+    // Gradients: through aux (all of the gate's gradient for top-1) and through the renormalized weights.
+    for (int K : {1, 2}) {
+        CAPTURE(K);
+        auto logits = separated_logits(N, E, rng);
+        gradcheck({{&logits}}, [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& {
+            return moe_router(g, *v[0], B, K, true, 0.3, RouterRules::minimind3).aux;
+        });
+        gradcheck({{&logits}}, [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& {
+            Routing r = moe_router(g, *v[0], B, K, true, 0.3, RouterRules::minimind3);
+            Var* parts[2] = {&reshape(g, r.weights, Shape{N * K, 1}), &reshape(g, r.aux, Shape{1, 1})};
+            return concat_rows(g, parts, 2);
+        });
+    }
 }
 
 TEST_CASE("moe_router: the balancing loss is not a constant (skewed routing costs more)") {

@@ -2,7 +2,7 @@
 """Goal: write the golden tensors that minitrain's C++ model is compared against.
 
 For three tiny configs, a dense Llama, a MiniMind MoE and the dense model with MiniMind-3's q/k norm (a
-Qwen3 config), this writes tests/golden/tiny_{dense,moe,qknorm}.safetensors:
+Qwen3 config), this writes tests/golden/tiny_{dense,moe,qknorm,moe3}.safetensors:
     <hf name>                 every parameter, initial value (lm_head is tied: not saved)
     input_ids, targets        (B, T) I32; targets = next token, ~20% set to -100 (ignored)
     logits                    (B, T, V) F32, training-mode forward at the initial weights
@@ -60,6 +60,11 @@ MOE = dict(DENSE, use_moe=True, n_routed_experts=4, num_experts_per_tok=2, n_sha
            norm_topk_prob=True, aux_loss_alpha=0.01, seq_aux=True, intermediate_size=36)
 # MiniMind-3's attention (q_norm / k_norm per head before RoPE) on the dense model: a Qwen3 config.
 QKNORM = dict(DENSE, qk_norm=True)
+# MiniMind-3's MoE on it (a Qwen3-MoE config): 4 experts, top-1 renormalized to weight 1, no shared expert,
+# the batch-level balancing loss (router_rules "minimind3"); alpha 0.01, not MiniMind-3's 5e-4, so that the
+# router's gradient (all of it from the balancing loss) is well above f32 noise.
+MOE3 = dict(QKNORM, use_moe=True, n_routed_experts=4, num_experts_per_tok=1, n_shared_experts=0,
+            norm_topk_prob=True, aux_loss_alpha=0.01, router_rules="minimind3", intermediate_size=36)
 OPT = dict(type="AdamW", lr=1e-3, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1,
            weight_decay_rule="p.dim() >= 2 (matrices, embedding, router); none for RMSNorm weights",
            grad_clip=1.0, grad_clip_rule="coef = min(1, max_norm / (total_norm + 1e-6)); grads *= coef",
@@ -72,7 +77,7 @@ OPT = dict(type="AdamW", lr=1e-3, betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1,
 #    convention instead of HF's halves moves the logits by only 1.7e-3; at 0.05 by 5.5e-2 (f32 noise ~4e-6).
 EMBED_STD, MATRIX_STD = 0.2, 0.05
 TIE_MARGIN = 1e-4
-DENSE_SEED, MOE_SEED, QKNORM_SEED = 1234, 1234, 1234
+DENSE_SEED, MOE_SEED, QKNORM_SEED, MOE3_SEED = 1234, 1234, 1234, 1234
 
 
 # ----------------------------------------------------------------------------
@@ -231,7 +236,8 @@ def naive_forward(cfg: Config, W: dict, ids, tgt):
                 sc = [math.exp(z - m) for z in lg]
                 sc = [z / sum(sc) for z in sc]
                 pick = sorted(range(E), key=lambda e: -sc[e])[:K]
-                wsum = sum(sc[e] for e in pick) + 1e-20
+                renorm = cfg.norm_topk_prob and (K > 1 or cfg.router_rules == "minimind3")
+                wsum = sum(sc[e] for e in pick) + 1e-20 if renorm else 1.0
                 y = sum(sc[e] / wsum * ffn(h, p + f"mlp.experts.{e}.") for e in pick)
                 for s in range(cfg.n_shared_experts):
                     y = y + ffn(h, p + f"mlp.shared_experts.{s}.")
@@ -240,7 +246,11 @@ def naive_forward(cfg: Config, W: dict, ids, tgt):
                     counts[b][e] += 1
                 for e in range(E):
                     mean_scores[b][e] += sc[e] / Tn
-        if cfg.use_moe:
+        if cfg.use_moe and cfg.router_rules == "minimind3":  # one loss over all B*T tokens: E * sum_e load * P
+            load = [sum(counts[b][e] for b in range(Bn)) / (Bn * Tn) for e in range(E)]
+            P = [sum(mean_scores[b][e] for b in range(Bn)) / Bn for e in range(E)]
+            aux_total += cfg.aux_loss_alpha * E * sum(load[e] * P[e] for e in range(E))
+        elif cfg.use_moe:
             aux = sum(sum(counts[b][e] / (Tn * K / E) * mean_scores[b][e] for e in range(E)) for b in range(Bn)) / Bn
             aux_total += aux * cfg.aux_loss_alpha
     logits = torch.zeros(Bn, Tn, cfg.vocab_size, dtype=torch.float64)
@@ -556,7 +566,8 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             ok = True
             for name, kw, seed in (("tiny_dense", DENSE, DENSE_SEED), ("tiny_moe", MOE, MOE_SEED),
-                                   ("tiny_qknorm", QKNORM, QKNORM_SEED), ("tiny_dpo", None, None)):
+                                   ("tiny_qknorm", QKNORM, QKNORM_SEED), ("tiny_moe3", MOE3, MOE3_SEED),
+                                   ("tiny_dpo", None, None)):
                 p = build(name, kw, seed, tmp, verbose=False) if kw else build_dpo(tmp, verbose=False)
                 same = filecmp.cmp(p, os.path.join(a.out, f"{name}.safetensors"), shallow=False)
                 print(f"{name}: {'identical' if same else 'DIFFERENT'}")
@@ -565,6 +576,7 @@ def main():
     build("tiny_dense", DENSE, DENSE_SEED, a.out)
     build("tiny_moe", MOE, MOE_SEED, a.out)
     build("tiny_qknorm", QKNORM, QKNORM_SEED, a.out)
+    build("tiny_moe3", MOE3, MOE3_SEED, a.out)
     build_dpo(a.out)
 
 

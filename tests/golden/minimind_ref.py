@@ -65,6 +65,9 @@ class Config:
     aux_loss_alpha: float = 0.01
     seq_aux: bool = True
     scoring_func: str = "softmax"
+    # "minimind2": MiniMind2's MoEGate (above). "minimind3": MiniMind-3's MOEFeedForward: top-k weights
+    # renormalized for every K (top-1 weight 1) and one balancing loss over the whole batch (seq_aux unused).
+    router_rules: str = "minimind2"
 
     def __post_init__(self):
         if self.intermediate_size is None:
@@ -76,6 +79,8 @@ class Config:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"config: heads {self.num_attention_heads} not a multiple of kv heads {self.num_key_value_heads}")
+        if self.router_rules not in ("minimind2", "minimind3"):
+            raise ValueError(f"config: router_rules {self.router_rules!r} is not minimind2 or minimind3")
         if self.hidden_act != "silu" or self.scoring_func != "softmax" or self.dropout != 0.0:
             raise ValueError("config: only hidden_act=silu, scoring_func=softmax and dropout=0 are modelled")
 
@@ -83,8 +88,20 @@ class Config:
         """config.json contents: LlamaConfig keys + MiniMind's MoE keys."""
         d = asdict(self)
         qk = d.pop("qk_norm")  # said by the architecture: Qwen3 has q_norm / k_norm, Llama has not
-        if qk and self.use_moe:
-            raise ValueError("config: q/k norm with MoE is not modelled here")
+        rules = d.pop("router_rules")
+        if qk and self.use_moe:  # MiniMind-3-MoE as its convert script writes it: a Qwen3-MoE config
+            if rules != "minimind3" or self.n_shared_experts:
+                raise ValueError("config: q/k norm with MoE is modelled for MiniMind-3's router only")
+            moe = {"num_experts": d.pop("n_routed_experts"), "num_experts_per_tok": d.pop("num_experts_per_tok"),
+                   "moe_intermediate_size": d["intermediate_size"], "norm_topk_prob": d.pop("norm_topk_prob"),
+                   "router_aux_loss_coef": d.pop("aux_loss_alpha"), "decoder_sparse_step": 1,
+                   "mlp_only_layers": [], "use_moe": d.pop("use_moe")}
+            for k in ("n_shared_experts", "seq_aux", "scoring_func"):
+                d.pop(k)
+            return {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "torch_dtype": "float32",
+                    **d, **moe}
+        if rules != "minimind2":
+            raise ValueError("config: MiniMind-3's router is modelled with q/k norm (a Qwen3-MoE config) only")
         arch, mtype = (("Qwen3ForCausalLM", "qwen3") if qk else ("LlamaForCausalLM", "llama")) if not self.use_moe \
             else ("MiniMindForCausalLM", "minimind")
         d = {"architectures": [arch], "model_type": mtype, "torch_dtype": "float32", **d}
@@ -96,8 +113,14 @@ class Config:
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> "Config":
-        known = {f.name for f in fields(cls)} - {"qk_norm"}
+        known = {f.name for f in fields(cls)} - {"qk_norm", "router_rules"}
         kw = {k: v for k, v in d.items() if k in known}  # architectures, torch_dtype, ...: ignored
+        if d.get("model_type") == "qwen3_moe":  # Qwen3-MoE's names; MiniMind-3's router
+            kw.update(n_routed_experts=d.get("num_experts", 128), n_shared_experts=0,
+                      aux_loss_alpha=d.get("router_aux_loss_coef", 0.001), router_rules="minimind3")
+            if "moe_intermediate_size" in d:  # the experts' width; this reference has no dense layers
+                kw["intermediate_size"] = d["moe_intermediate_size"]
+            kw.setdefault("use_moe", True)
         return cls(**kw, qk_norm=d.get("model_type") in ("qwen3", "qwen3_moe"))
 
 
@@ -199,6 +222,7 @@ class MoEGate(nn.Module):
         super().__init__()
         self.E, self.K = cfg.n_routed_experts, cfg.num_experts_per_tok
         self.norm_topk_prob, self.alpha, self.seq_aux = cfg.norm_topk_prob, cfg.aux_loss_alpha, cfg.seq_aux
+        self.minimind3 = cfg.router_rules == "minimind3"
         self.weight = nn.Parameter(torch.empty(self.E, cfg.hidden_size))  # (E, C): HF name mlp.gate.weight
         nn.init.normal_(self.weight, std=0.02)
 
@@ -210,13 +234,18 @@ class MoEGate(nn.Module):
         # result. sorted=True here so the golden's topk_idx is in descending-score order and ties
         # resolve deterministically (the golden generator also rejects near-ties).
         topk_weight, topk_idx = torch.topk(scores, k=self.K, dim=-1, sorted=True)  # (N, K), (N, K)
-        if self.K > 1 and self.norm_topk_prob:
+        if (self.K > 1 or self.minimind3) and self.norm_topk_prob:
             # MATCH: + 1e-20 in the denominator, and the gradient flows through the renormalization.
             topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
         aux = x.new_zeros(())
         if self.training and self.alpha > 0.0:
             idx = topk_idx.view(B, -1)  # (B, T*K)
-            if self.seq_aux:
+            if self.minimind3:
+                # MATCH: MiniMind-3: load = one_hot(topk_idx).mean(0), a (K, E) constant; aux = alpha * E *
+                # sum(load * mean_n scores), one loss over all N tokens of the batch.
+                load = F.one_hot(topk_idx, num_classes=self.E).to(x.dtype).mean(0)  # (K, E)
+                aux = (load * scores.mean(0)).sum() * self.E * self.alpha
+            elif self.seq_aux:
                 # MATCH: ce[b, e] = (#picks of expert e in sequence b) / (T*K/E), a constant (no grad);
                 # aux = alpha * mean_b sum_e ce[b, e] * mean_t scores[b, t, e]. Gradient reaches the
                 # router only through the mean of the softmax scores (of all E experts, not just top-k).

@@ -67,11 +67,18 @@ inline constexpr int checkpoint_format_version = 1;
 
 /// Which Hugging Face architecture a policy is written as: Llama for a dense model, Qwen3 for one with
 /// q/k norm (MiniMind's convert script does the same for MiniMind-3), Qwen3-MoE for an MoE model with q/k
-/// norm and no shared expert, else MiniMind's own MoE config.
+/// norm, no shared expert and MiniMind-3's router (RouterRules::minimind3: Qwen3-MoE renormalizes a top-1
+/// weight to 1 as MiniMind-3 does), else MiniMind's own MoE config (MiniMind2's router, seq_aux).
 template <ModelPolicy Net>
 constexpr const char* hf_model_type() {
-    if constexpr (Net::moe) return Net::qk_norm && Net::shared_experts == 0 ? "qwen3_moe" : "minimind";
-    else return Net::qk_norm ? "qwen3" : "llama";
+    if constexpr (Net::moe) {
+        static_assert(Net::router == RouterRules::minimind2 || (Net::qk_norm && Net::shared_experts == 0),
+                      "hf_config: a model with MiniMind-3's router is written as a Qwen3-MoE config, which has q/k "
+                      "norm and no shared expert; MiniMind's own config describes MiniMind2's router only");
+        return Net::router == RouterRules::minimind3 ? "qwen3_moe" : "minimind";
+    } else {
+        return Net::qk_norm ? "qwen3" : "llama";
+    }
 }
 
 /// config.json for Net with the run-time sizes `rc`: a LlamaForCausalLM config for a dense policy, a
@@ -112,7 +119,7 @@ nlohmann::json hf_config(const ModelConfig& rc, const HFTokenIds& tokens = {}) {
         j["sliding_window"] = nullptr;
         j["max_window_layers"] = Net::layers;
     }
-    if constexpr (Net::moe && Net::qk_norm && Net::shared_experts == 0) {  // Qwen3MoeConfig's names
+    if constexpr (std::string_view(hf_model_type<Net>()) == "qwen3_moe") {  // Qwen3MoeConfig's names
         j["use_moe"] = true;  // MiniMind's key, so that MiniMind's own loader sees an MoE model too
         j["num_experts"] = Net::experts;
         j["num_experts_per_tok"] = Net::top_k;
@@ -316,9 +323,12 @@ std::string config_mismatch_at(const std::string& where, const nlohmann::json& g
             c.fail_with("model_type is \"", type, "\" (", has ? "with" : "without",
                         " q_norm / k_norm in every attention layer), the compiled model is ",
                         Net::qk_norm ? "with them (a Qwen3 / MiniMind-3 architecture)" : "without them (Llama)");
-        if (c.ok() && (type == "qwen3_moe") != (Net::moe && Net::qk_norm && Net::shared_experts == 0) && has)
+        if (c.ok() && (type == "qwen3_moe") != (std::string_view(hf_model_type<Net>()) == "qwen3_moe") && has)
             c.fail_with("model_type is \"", type, "\", the compiled model is ", Net::moe ? "a mixture of experts" : "dense",
-                        Net::moe && Net::shared_experts ? " with shared experts (no Qwen3-MoE equivalent)" : "");
+                        Net::moe && Net::shared_experts ? " with shared experts (no Qwen3-MoE equivalent)"
+                        : Net::moe ? " with MiniMind2's router (a top-1 weight is its score and the balancing loss is "
+                                     "per sequence; Qwen3-MoE's top-1 weight is 1: RouterRules::minimind3)"
+                                   : "");
     }
     c.expect_int("num_hidden_layers", Net::layers);
     c.expect_int("hidden_size", Net::hidden);

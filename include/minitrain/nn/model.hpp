@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "../core/router_rules.hpp"
+
 namespace minitrain {
 
 /// The knobs MiniMind leaves at defaults. Derive from it to change a constant, e.g.
@@ -21,6 +23,7 @@ struct Knobs {
     static constexpr int shared_experts = SharedExperts;
     static constexpr bool norm_topk = true;      // renormalize the top-k router weights
     static constexpr double aux_alpha = 0.01;    // MoE load-balancing loss weight
+    static constexpr RouterRules router = RouterRules::minimind2;  // top-1 renormalization, aux scope
     static constexpr double rope_theta = 1e6;
     static constexpr double rms_eps = 1e-5;
     static constexpr double init_std = 0.02;
@@ -41,6 +44,7 @@ struct Model {
     static constexpr int shared_experts = K::shared_experts;
     static constexpr bool norm_topk = K::norm_topk;
     static constexpr double aux_alpha = K::aux_alpha;
+    static constexpr RouterRules router = K::router;
     static constexpr double rope_theta = K::rope_theta;
     static constexpr double rms_eps = K::rms_eps;
     static constexpr double init_std = K::init_std;
@@ -85,11 +89,13 @@ using MiniMind2SmallMoE = Model<8, 512, 8, true, Knobs<2>>;
 using GPT2Small = Model<12, 768, 12, false, Knobs<12>>;
 /// MiniMind-3's knobs (jingyaogong/minimind HEAD, model/model_minimind.py): 4 KV heads, FFN 2432
 /// (MiniMind's ceil(768 * pi / 64) * 64), RMSNorm on q and k per head, eps 1e-6, theta 1e6; for the MoE
-/// variant 4 experts of the same FFN size, top-1, no shared expert, router_aux_loss_coef 5e-4.
+/// variant 4 experts of the same FFN size, top-1 (renormalized: weight 1), no shared expert, a batch-level
+/// balancing loss with router_aux_loss_coef 5e-4 (RouterRules::minimind3).
 struct MiniMind3Knobs : Knobs<4, 2432, 4, 1, 0> {
     static constexpr bool qk_norm = true;
     static constexpr double rms_eps = 1e-6;
     static constexpr double aux_alpha = 5e-4;
+    static constexpr RouterRules router = RouterRules::minimind3;
 };
 /// MiniMind-3: 8 layers x 768, 8 query heads and 4 KV heads of 96, q/k norm; about 64M parameters at vocabulary 6400.
 using MiniMind3 = Model<8, 768, 8, false, MiniMind3Knobs>;

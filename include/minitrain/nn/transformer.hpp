@@ -292,7 +292,7 @@ private:
         };
         Var& xf = reshape(g, x, {x.data.shape.rows(), C});  // (N, C)
         Var& logits = linear(g, xf, *l.router);              // (N, E)
-        Routing r = moe_router(g, logits, batch, Net::top_k, Net::norm_topk, Net::aux_alpha);
+        Routing r = moe_router(g, logits, batch, Net::top_k, Net::norm_topk, Net::aux_alpha, Net::router);
         Dispatch d = moe_dispatch(g, xf, r.indices, Net::experts);
         Var& ye = moe_experts(g, d, [&](Graph<Backend>& g, int e, Var& in) -> Var& {
             return mlp(g, in, l.experts[std::size_t(e)], adapters(false, std::size_t(e)));

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "../autograd/graph.hpp"
+#include "../core/router_rules.hpp"
 #include "rows.hpp"
 
 namespace minitrain {
@@ -27,16 +28,23 @@ struct Routing {
     Tensor scores;   // (N, E) softmax of the logits
 };
 
-/// MiniMind's MoEGate after its linear layer: softmax scoring, top-k, optional renormalization, and the
-/// sequence-level balancing loss, computed only when the graph is training and alpha > 0 (otherwise aux
-/// is 0 and costs nothing). logits: (N, E) or (B, T, E) with N = batch * T.
+/// The router after its linear layer: softmax scoring, top-k, renormalization and the balancing loss by
+/// `rules` (core/router_rules.hpp), the loss computed only when the graph is training and alpha > 0 (otherwise aux is 0 and costs
+/// nothing). logits: (N, E) or (B, T, E) with N = batch * T.
 template <class B>
-Routing moe_router(Graph<B>& g, Var& logits, int batch, int top_k, bool norm_topk, double alpha) {
+Routing moe_router(Graph<B>& g, Var& logits, int batch, int top_k, bool norm_topk, double alpha,
+                   RouterRules rules = RouterRules::minimind2) {
     const std::int64_t N = logits.data.shape.rows(), E = logits.data.shape.cols(), K = top_k;
     const DType dt = logits.data.dtype;
     MT_CHECK(batch >= 1 && N % batch == 0, "moe_router: ", N, " tokens do not split into ", batch, " sequences");
     MT_CHECK(K >= 1 && K <= E, "moe_router: top_k must be in [1, ", E, "], found ", K);
     MT_CHECK(alpha >= 0, "moe_router: alpha must be non-negative, found ", alpha);
+    const bool whole_batch = rules == RouterRules::minimind3;
+    const bool renormalize = norm_topk && (K > 1 || whole_batch);
+    if (whole_batch) {
+        batch = 1;
+        alpha *= double(K);
+    }
     const bool with_aux = alpha > 0 && g.training();
     const bool rg = g.needs_grad(logits);
     Var& weights = g.make(Shape{N, K}, dt, rg);
@@ -46,12 +54,12 @@ Routing moe_router(Graph<B>& g, Var& logits, int batch, int top_k, bool norm_top
     Tensor ce = with_aux ? g.scratch(Shape{batch, E}, dt) : Tensor{};  // (B, E) saved for backward
     if (!with_aux) fill(B{}, aux.data, 0.0);
     moe_router_forward(B{}, weights.data, indices, scores, ce, with_aux ? aux.data : Tensor{}, logits.data, batch,
-                       norm_topk, alpha);
+                       renormalize, alpha);
     if (rg) {
         auto backward = [pl = &logits, pw = &weights, pa = with_aux ? &aux : nullptr, scores, indices, ce, batch,
-                         norm_topk, alpha](Graph<B>& g) {
+                         renormalize, alpha](Graph<B>& g) {
             moe_router_backward(B{}, g.grad_of(*pl), scores, indices, ce, pw->grad, pa ? pa->grad : Tensor{}, batch,
-                                norm_topk, alpha);
+                                renormalize, alpha);
         };
         if (with_aux)
             g.record({&weights, &aux}, backward);  // whichever gets no gradient is zero-filled by the tape

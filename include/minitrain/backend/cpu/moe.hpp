@@ -40,7 +40,7 @@ RowArray<T> row(const Tensor& t, std::int64_t r, std::int64_t cols) {
 // ---- router -----------------------------------------------------------------------------------------
 
 /// scores = softmax(logits); (weights, indices) = top-K of scores, weights divided by their sum (+1e-20)
-/// when norm_topk and K > 1. When aux is defined (training with alpha > 0), also the balancing loss:
+/// when norm_topk (for any K: ops/moe.hpp decides, by the gate's rules, whether top-1 is renormalized). When aux is defined (training with alpha > 0), also the balancing loss:
 ///   ce[b, e] = #{(t, k): indices[b, t, k] == e} / (T*K/E)        (a count: carries no gradient)
 ///   aux      = alpha * mean_b sum_e ce[b, e] * mean_t scores[b, t, e]
 /// Shapes: weights (N, K)  indices (N, K) i32  scores (N, E)  ce (B, E)  aux (1)  logits (N, E)
@@ -55,7 +55,7 @@ inline void moe_router_forward(CPU, const Tensor& weights, const Tensor& indices
     check_shape(scores, Shape{N, E}, "moe_router", "scores");
     MT_CHECK(indices.dtype == DType::i32, "moe_router: indices must be i32, found ", dtype_name(indices.dtype));
     MT_CHECK(batch >= 1 && N % batch == 0, "moe_router: ", N, " tokens do not split into ", batch, " sequences");
-    const bool norm = norm_topk && K > 1;
+    const bool norm = norm_topk;
     dispatch_floating(logits.dtype, "moe_router", [&]<class T>() {
         const T* L = logits.data<T>();
         T* S = scores.data<T>();
@@ -137,7 +137,7 @@ inline void moe_router_backward(CPU, GradOut dlogits, const Tensor& scores, cons
     const std::int64_t N = scores.shape.rows(), E = scores.shape.cols(), K = indices.shape.cols();
     check_same(dlogits.t, scores, "moe_router_backward", "dlogits", "scores");
     check_shape(dweights, Shape{N, K}, "moe_router_backward", "dweights");
-    const bool norm = norm_topk && K > 1, with_aux = daux.defined();
+    const bool norm = norm_topk, with_aux = daux.defined();
     const std::int64_t Tn = N / batch;
     dispatch_floating(scores.dtype, "moe_router_backward", [&]<class T>() {
         const T* S = scores.data<T>();

@@ -279,7 +279,7 @@ __global__ void combine_dweights_kernel(T* DW, bool acc, const T* ye, const std:
 // ---- router -----------------------------------------------------------------------------------------
 
 /// scores = softmax(logits); (weights, indices) = top-K of scores, weights divided by their sum (+1e-20)
-/// when norm_topk and K > 1. When aux is defined, also the balancing loss (see backend/cpu/moe.hpp):
+/// when norm_topk (for any K; ops/moe.hpp applies the gate's rules). When aux is defined, also the balancing loss (see backend/cpu/moe.hpp):
 ///   ce[b, e] = #{(t, k): indices[b, t, k] == e} / (T*K/E);   aux = alpha * mean_b sum_e ce[b, e] * mean_t scores[b, t, e]
 /// Shapes: weights (N, K)  indices (N, K) i32  scores (N, E)  ce (B, E)  aux (1)  logits (N, E)
 inline void moe_router_forward(CUDA, const Tensor& weights, const Tensor& indices, const Tensor& scores,
@@ -297,7 +297,7 @@ inline void moe_router_forward(CUDA, const Tensor& weights, const Tensor& indice
     CUDA::on_device(indices, "moe_router", "indices");
     CUDA::on_device(scores, "moe_router", "scores");
     CUDA::on_device(logits, "moe_router", "logits");
-    const bool norm = norm_topk && K > 1;
+    const bool norm = norm_topk;
     const std::int64_t Bn = batch, Tn = N / batch;
     if (aux.defined()) {
         check_shape(ce, Shape{Bn, E}, "moe_router", "ce");
@@ -337,7 +337,7 @@ inline void moe_router_backward(CUDA, GradOut dlogits, const Tensor& scores, con
     CUDA::on_device(scores, "moe_router_backward", "scores");
     CUDA::on_device(indices, "moe_router_backward", "indices");
     CUDA::on_device(dweights, "moe_router_backward", "dweights");
-    const bool norm = norm_topk && K > 1, with_aux = daux.defined();
+    const bool norm = norm_topk, with_aux = daux.defined();
     if (with_aux) {
         CUDA::on_device(daux, "moe_router_backward", "daux");
         CUDA::on_device(ce, "moe_router_backward", "ce");
