@@ -162,6 +162,23 @@ expect("pretrain --init_from" "${OUT}" "describes preset test; overriding --pres
 run("pretrain --init_from, other vocabulary" 1 "${PRETRAIN}" --init_from out/final --vocab_size 6400
     --train_data data/train.bin)
 expect("pretrain --init_from, other vocabulary" "${ERR}" "error: --vocab_size 6400 disagrees with vocab_size 256")
+# MiniMind's torch.save() weights (tests/golden/torch/minimind3_f32.pth: the q/k-norm golden model under MiniMind's
+# state_dict names, vocabulary 97): no config inside, so --preset names the architecture and the embedding the
+# vocabulary; the shard's byte-level digits, spaces and newlines are all below 97.
+set(pth "${CMAKE_CURRENT_LIST_DIR}/golden/torch/minimind3_f32.pth")
+run("pretrain --init_from FILE.pth" 0 "${PRETRAIN}" --init_from "${pth}" --preset test-qknorm --max_steps 2
+    --out_dir out_pth --train_data data/train.bin --batch_size 4 --max_seq_len 32 --threads 2)
+expect("pretrain --init_from FILE.pth" "${OUT}" "minimind3_f32.pth: preset test-qknorm \\(--preset\\), vocab_size 97"
+       "initialized from .*minimind3_f32.pth" "step +2/2")
+expect_file("pretrain --init_from FILE.pth" out_pth/final/model.safetensors)
+file(READ "${WORK_DIR}/out_pth/final/config.json" pth_cfg)
+string(JSON pth_vocab GET "${pth_cfg}" vocab_size)
+if(NOT pth_vocab EQUAL 97)
+  message(FATAL_ERROR "pretrain --init_from FILE.pth: the final config.json says vocab_size ${pth_vocab}, the .pth has 97")
+endif()
+run("pretrain --init_from FILE.pth, no preset" 1 "${PRETRAIN}" --init_from "${pth}" --train_data data/train.bin)
+expect("pretrain --init_from FILE.pth, no preset" "${ERR}" "minimind3_f32.pth.*--preset")
+
 file(READ "${WORK_DIR}/out/final/config.json" cfg)
 string(JSON cfg SET "${cfg}" num_hidden_layers 6)
 file(MAKE_DIRECTORY "${WORK_DIR}/six_layers")

@@ -355,7 +355,8 @@ TEST_CASE("gguf: folders llama.cpp could not run are refused, naming the field")
     auto j = cfg;
     j["use_moe"] = true;
     write_cfg(j);
-    CHECK_THROWS_WITH_AS(export_gguf(m.dir, out), doctest::Contains("use_moe is true"), Error);
+    CHECK_THROWS_WITH_AS(export_gguf(m.dir, out), doctest::Contains("use_moe is true in a \"llama\" config: MiniMind2's MoE"),
+                         Error);
     j = cfg;
     j["rope_scaling"] = {{"type", "linear"}};
     write_cfg(j);
@@ -447,4 +448,53 @@ TEST_CASE("gguf: a q/k-norm model (MiniMind-3, Qwen3 folder) is arch qwen3: q an
             CHECK(same);
         }
     }
+}
+
+TEST_CASE("gguf: MiniMind-3's MoE (a Qwen3-MoE folder) is arch qwen3moe: router, experts stacked per layer") {
+    using Net = TinyMoE3Model;
+    FolderOf<Net> m;
+    const auto cfg = gguf::read_json(m.dir / "config.json");
+    REQUIRE(cfg.at("model_type") == "qwen3_moe");
+    const auto out = m.tmp / "m.gguf";
+    const GgufExportReport rep = export_gguf(m.dir, out);
+    File f = read_gguf(out);
+    CHECK(f.kv.at("general.architecture").s == "qwen3moe");
+    // per block: 2 norms + q/k/v/o + q_norm/k_norm + router + 3 stacked expert tensors; + embedding + final norm
+    CHECK(rep.tensors == 2 + 12 * Net::layers);
+    for (auto [k, want] : {std::pair{"qwen3moe.expert_count", Net::experts}, std::pair{"qwen3moe.expert_used_count", Net::top_k},
+                           std::pair{"qwen3moe.expert_feed_forward_length", Net::ffn},
+                           std::pair{"qwen3moe.feed_forward_length", Net::ffn}, std::pair{"qwen3moe.block_count", Net::layers}}) {
+        INFO(k);
+        CHECK(f.kv.at(k).type == gguf::Type::u32);
+        CHECK(f.kv.at(k).u == std::uint64_t(want));
+    }
+    for (const auto& [k, v] : f.kv) CHECK_MESSAGE(k.rfind("qwen3.", 0) != 0, k);
+    SafeTensors st(m.dir / "model.safetensors");
+    const std::int64_t C = Net::hidden, Fe = Net::ffn, E = Net::experts;
+    for (int l = 0; l < Net::layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".mlp.", g = "blk." + std::to_string(l) + ".";
+        CHECK(f.tensors.at(g + "ffn_gate_inp.weight").ne == std::vector<std::int64_t>{C, E});
+        CHECK(std::memcmp(f.data(g + "ffn_gate_inp.weight"), st.info(p + "gate.weight").data, std::size_t(E * C) * 4) == 0);
+        for (auto [proj, gg, ne] : {std::tuple{"gate_proj", "ffn_gate_exps.weight", std::vector<std::int64_t>{C, Fe, E}},
+                                    std::tuple{"up_proj", "ffn_up_exps.weight", std::vector<std::int64_t>{C, Fe, E}},
+                                    std::tuple{"down_proj", "ffn_down_exps.weight", std::vector<std::int64_t>{Fe, C, E}}}) {
+            INFO(gg);
+            CHECK(f.tensors.at(g + gg).ne == ne);
+            CHECK(f.tensors.at(g + gg).type == gguf::ggml_f32);
+            const std::size_t slice = std::size_t(C * Fe) * 4;  // expert e's matrix is slice e, as HF stores it
+            for (std::int64_t e = 0; e < E; ++e)
+                CHECK(std::memcmp(f.data(g + gg) + std::size_t(e) * slice,
+                                  st.info(p + "experts." + std::to_string(e) + "." + proj + ".weight").data, slice) == 0);
+        }
+        CHECK_FALSE(f.tensors.count(g + "ffn_gate.weight"));
+    }
+    // llama.cpp's qwen3moe renormalizes the top-k weights whatever the file says: a folder that does not is refused.
+    auto j = cfg;
+    j["norm_topk_prob"] = false;
+    mt_test::write_text(m.dir / "config.json", j.dump());
+    CHECK_THROWS_WITH_AS(export_gguf(m.dir, out), doctest::Contains("norm_topk_prob must be true"), Error);
+    j = cfg;
+    j["mlp_only_layers"] = nlohmann::json::array({1});
+    mt_test::write_text(m.dir / "config.json", j.dump());
+    CHECK_THROWS_WITH_AS(export_gguf(m.dir, out), doctest::Contains("every layer must have experts"), Error);
 }

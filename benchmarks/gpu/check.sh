@@ -145,6 +145,15 @@ done
 step "chat on the GPU" bash -c "printf '3 x 4 =\n' > p.txt && '$B/chat' --checkpoint pre/final --tokenizer tok.json \
   --prompts p.txt --temperature 0 --max_new_tokens 8 --device cuda"
 
+# ---- 3b. transformers loads our folders (issue 14): Llama (pre/final), Qwen3 and Qwen3-MoE (tiny, CPU) ---------
+for preset in test-qknorm test-moe3; do
+  step "pretrain $preset (CPU, for transformers)" "$B/pretrain" --preset $preset --data_path "shards/train_*.bin" \
+       --vocab_size 320 --tokenizer tok.json --max_steps 60 --learning_rate 3e-3 --batch_size 16 --max_seq_len 48 \
+       --out_dir "hf_$preset" --device cpu --log_interval 20 --save_interval 60 --threads 16
+done
+step "transformers loads and matches our folders" python3 "$here/../../tests/hf/transformers_check.py" \
+     --generate "$B/generate" pre/final hf_test-qknorm/final hf_test-moe3/final hf_test-moe3/checkpoints/step_00000060
+
 # ---- 4. timing -----------------------------------------------------------------------------------------------
 # tokens/s: the median of the progress lines after the first 10 steps; peak memory: nvidia-smi every 100 ms.
 time_run() {  # NAME ARGS...

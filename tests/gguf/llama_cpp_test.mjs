@@ -9,7 +9,8 @@
 // 4 query heads sharing 2 KV heads: GQA; a Llama folder, arch llama) -> export_gguf as f32, f16 and bf16
 // (ours), f32 and f16 (MiniMind2's), f32 and bf16 (minimind-3's); and of the "test-qknorm" preset (the same
 // with MiniMind-3's q/k norm: a Qwen3ForCausalLM folder, arch qwen3) with ours (f32, f16) and
-// minimind-3's (f32, bf16). The presets all tie lm_head to the embedding, so every
+// minimind-3's (f32, bf16); and of the "test-moe3" preset (test-qknorm with MiniMind-3's MoE: 4 experts,
+// top-1; a Qwen3MoeForCausalLM folder, arch qwen3moe) with ours (f32, f16). The presets all tie lm_head to the embedding, so every
 // model here is tied (tests/gguf.cpp checks that an untied head is written as output.weight). Then, for
 // each file:
 //   1. llama.cpp's tokenization of a multilingual text (and of a ChatML turn, special tokens parsed)
@@ -107,6 +108,8 @@ tokenizers.push(["ours", path.join(work, "ours.json"), ["f32", "f16", "bf16"], "
 // ours-qknorm in bf16 met an exact near-tie (top two next-token probabilities 0.0039 and 0.0039 at step 6 of
 // a prompt) that bf16 arithmetic flips: its bf16 file is checked with minimind-3's tokenizer instead.
 tokenizers.push(["ours-qknorm", path.join(work, "ours.json"), ["f32", "f16"], "test-qknorm"]);
+// MiniMind-3's MoE ("test-moe3": q/k norm, 4 experts, top-1 renormalized to 1): a Qwen3-MoE folder, arch qwen3moe.
+tokenizers.push(["ours-moe3", path.join(work, "ours.json"), ["f32", "f16"], "test-moe3"]);
 const dtypesOf = {minimind2: ["f32", "f16"], minimind3: ["f32", "bf16"], "minimind3-qknorm": ["f32", "bf16"]};
 const shared = args.shared;
 for (const [name, file, preset] of [["minimind2", "minimind2", "test"], ["minimind3", "minimind3", "test"],
@@ -145,8 +148,8 @@ for (const [label, tokJson, dtypes, preset] of tokenizers) {
     for (const dtype of dtypes) {
         const gguf = path.join(work, `${label}-${dtype}.gguf`);
         run("export_gguf", ["--checkpoint", final, "--output", gguf, "--dtype", dtype]);
-        const arch = preset === "test-qknorm" ? "qwen3" : "llama";
-        check(ggufArch(gguf) === arch && cfg.model_type === (arch === "qwen3" ? "qwen3" : "llama"),
+        const arch = {"test-qknorm": "qwen3", "test-moe3": "qwen3moe"}[preset] || "llama";
+        check(ggufArch(gguf) === arch && cfg.model_type === ({qwen3: "qwen3", qwen3moe: "qwen3_moe"}[arch] || "llama"),
               `${label} ${dtype}: config.json is model_type ${cfg.model_type}, the GGUF is arch ${ggufArch(gguf)} (expected ${arch})`);
         const refDir = path.join(work, `${label}-ref-${dtype}`);
         const req = {texts: [multilingual, chat], prompts, new_tokens: NEW_TOKENS};

@@ -28,9 +28,16 @@
 //   - a model with q/k norm (MiniMind-3, a Qwen3ForCausalLM folder) is arch "qwen3": the same keys under
 //     "qwen3.", rotate-half RoPE (NEOX) so q_proj / k_proj go out unpermuted, and blk.N.attn_q_norm /
 //     attn_k_norm (F32, D values) as llama.cpp's Qwen3 converter writes them.
+//   - an MoE model with q/k norm and MiniMind-3's router (a Qwen3MoeForCausalLM folder, model_type
+//     qwen3_moe) is arch "qwen3moe": qwen3's tensors, and per layer ffn_gate_inp (ne {C, E}: the router)
+//     and the experts stacked into ffn_gate_exps / ffn_up_exps (ne {C, Fe, E}) and ffn_down_exps
+//     (ne {Fe, C, E}); keys expert_count, expert_used_count, expert_feed_forward_length. llama.cpp's
+//     qwen3moe always renormalizes the top-k weights (a top-1 weight is 1), as MiniMind-3 does, so a folder
+//     with norm_topk_prob false is refused. MiniMind2's MoE (shared experts, top-1 weight = score) has no
+//     llama.cpp architecture and is refused.
 //
 // Dimension legend: V = vocabulary rows, C = hidden, H / KV = query / key-value heads, D = head_dim,
-// F = intermediate (FFN) size.
+// F = intermediate (FFN) size, E = experts, Fe = an expert's FFN size.
 #pragma once
 
 #include <chrono>
@@ -298,8 +305,8 @@ using FolderTensors = SafeTensorsFolder;  // io/safetensors.hpp
 
 }  // namespace gguf
 
-/// Writes `out` (GGUF v3, arch "llama", or "qwen3" for a model with q_norm / k_norm) from the model folder
-/// `dir`: config.json (LlamaForCausalLM or Qwen3ForCausalLM keys),
+/// Writes `out` (GGUF v3, arch "llama", "qwen3" for a model with q_norm / k_norm, "qwen3moe" for a Qwen3-MoE
+/// folder) from the model folder `dir`: config.json (LlamaForCausalLM, Qwen3ForCausalLM or Qwen3MoeForCausalLM keys),
 /// model.safetensors or transformers' shards with model.safetensors.index.json (F32, BF16 or F16), the tokenizer (options.tokenizer or dir/tokenizer.json), with
 /// dir/tokenizer_config.json's chat_template and special tokens when the file is there. Token ids, in
 /// order: tokenizer_config.json's bos/eos/pad tokens, config.json's *_token_id, then <|im_start|>,
@@ -315,11 +322,13 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
 
     // ---- architecture --------------------------------------------------------------------------
     const std::string model_type = cfg.value("model_type", std::string("llama"));
-    const bool moe = cfg.value("use_moe", false);
-    MT_CHECK(!moe, where, ": use_moe is true: MoE models are not exported (MiniMind2's shared expert and its "
-             "router have no llama.cpp architecture; qwen3moe is not written); export a dense model");
-    MT_CHECK(model_type == "llama" || model_type == "minimind" || model_type == "qwen3", where, ": model_type is \"",
-             model_type, "\", GGUF export implements \"llama\", \"qwen3\" (and dense \"minimind\")");
+    const bool qwen3_moe = model_type == "qwen3_moe";
+    MT_CHECK(qwen3_moe || !cfg.value("use_moe", false), where, ": use_moe is true in a \"", model_type,
+             "\" config: MiniMind2's MoE (shared experts, a top-1 weight equal to its score) has no llama.cpp "
+             "architecture; MoE models are exported as Qwen3-MoE folders (q/k norm, MiniMind-3's router)");
+    MT_CHECK(model_type == "llama" || model_type == "minimind" || model_type == "qwen3" || qwen3_moe, where,
+             ": model_type is \"", model_type, "\", GGUF export implements \"llama\", \"qwen3\", \"qwen3_moe\" (and dense "
+             "\"minimind\")");
     MT_CHECK(cfg.value("hidden_act", std::string("silu")) == "silu", where, ": hidden_act must be \"silu\"");
     MT_CHECK(!cfg.value("attention_bias", false) && !cfg.value("mlp_bias", false), where,
              ": attention_bias / mlp_bias: biases are not exported");
@@ -337,6 +346,18 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     const double theta = gguf::cfg_real(cfg, "rope_theta", 10000.0, where);
     MT_CHECK(H % KV == 0 && D % 2 == 0, where, ": num_attention_heads (", H, ") must be a multiple of num_key_value_heads (",
              KV, ") and head_dim (", D, ") even");
+    std::int64_t E = 0, K = 0, Fe = 0;  // Qwen3-MoE: experts, experts per token, an expert's FFN size
+    if (qwen3_moe) {
+        E = gguf::cfg_int(cfg, "num_experts", where);
+        K = gguf::cfg_int(cfg, "num_experts_per_tok", where);
+        Fe = gguf::cfg_int(cfg, "moe_intermediate_size", where);
+        MT_CHECK(K >= 1 && K <= E, where, ": num_experts_per_tok (", K, ") must be in [1, num_experts = ", E, "]");
+        MT_CHECK(cfg.value("norm_topk_prob", false), where, ": norm_topk_prob must be true: llama.cpp's qwen3moe "
+                 "always renormalizes the top-k router weights");
+        MT_CHECK(gguf::cfg_int(cfg, "decoder_sparse_step", where, 1) == 1 &&
+                     (!cfg.contains("mlp_only_layers") || cfg["mlp_only_layers"] == nlohmann::json::array()),
+                 where, ": decoder_sparse_step / mlp_only_layers: every layer must have experts");
+    }
 
     // ---- tokenizer -----------------------------------------------------------------------------
     const fs::path tok_path = options.tokenizer.empty() ? dir / "tokenizer.json" : options.tokenizer;
@@ -397,8 +418,8 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     // A model with q_norm / k_norm (model_type qwen3, or a MiniMind folder that has the tensors) is llama.cpp's
     // qwen3: rotate-half RoPE (NEOX), so q and k are written as they are, plus attn_q_norm / attn_k_norm.
     const gguf::FolderTensors st(dir);
-    const bool qk_norm = model_type == "qwen3" || st.contains("model.layers.0.self_attn.q_norm.weight");
-    const std::string arch = qk_norm ? "qwen3" : "llama";
+    const bool qk_norm = model_type == "qwen3" || qwen3_moe || st.contains("model.layers.0.self_attn.q_norm.weight");
+    const std::string arch = qwen3_moe ? "qwen3moe" : qk_norm ? "qwen3" : "llama";
     const std::uint32_t wtype = options.dtype == GgufDType::f16 ? gguf::ggml_f16
                                 : options.dtype == GgufDType::bf16 ? gguf::ggml_bf16 : gguf::ggml_f32;
     std::string name = options.name;
@@ -415,6 +436,11 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
     w.add_u32(arch + ".embedding_length", std::uint32_t(C));
     w.add_u32(arch + ".block_count", std::uint32_t(L));
     w.add_u32(arch + ".feed_forward_length", std::uint32_t(F));
+    if (qwen3_moe) {
+        w.add_u32(arch + ".expert_count", std::uint32_t(E));
+        w.add_u32(arch + ".expert_used_count", std::uint32_t(K));
+        w.add_u32(arch + ".expert_feed_forward_length", std::uint32_t(Fe));
+    }
     w.add_u32(arch + ".attention.head_count", std::uint32_t(H));
     w.add_u32(arch + ".attention.head_count_kv", std::uint32_t(KV));
     w.add_u32(arch + ".attention.key_length", std::uint32_t(D));
@@ -480,9 +506,26 @@ inline GgufExportReport export_gguf(const std::filesystem::path& dir, const std:
         put2(g + "attn_v.weight", take(p + "self_attn.v_proj.weight", {KV * D, C}), KV * D, C);
         put2(g + "attn_output.weight", take(p + "self_attn.o_proj.weight", {C, H * D}), C, H * D);
         put1(g + "ffn_norm.weight", take(p + "post_attention_layernorm.weight", {C}));
-        put2(g + "ffn_gate.weight", take(p + "mlp.gate_proj.weight", {F, C}), F, C);
-        put2(g + "ffn_up.weight", take(p + "mlp.up_proj.weight", {F, C}), F, C);
-        put2(g + "ffn_down.weight", take(p + "mlp.down_proj.weight", {C, F}), C, F);
+        if (qwen3_moe) {
+            put2(g + "ffn_gate_inp.weight", take(p + "mlp.gate.weight", {E, C}), E, C);
+            // Expert e's [rows, cols] matrix is slice e of the stacked tensor: ne = {cols, rows, E}.
+            auto stacked = [&](const char* proj, std::int64_t rows, std::int64_t cols) {
+                std::vector<float> all;
+                all.reserve(std::size_t(E * rows * cols));
+                for (std::int64_t e = 0; e < E; ++e) {
+                    auto m = take(p + "mlp.experts." + std::to_string(e) + "." + proj + ".weight", {rows, cols});
+                    all.insert(all.end(), m.begin(), m.end());
+                }
+                return all;
+            };
+            w.add_tensor(g + "ffn_gate_exps.weight", {C, Fe, E}, wtype, gguf::encode(stacked("gate_proj", Fe, C), wtype));
+            w.add_tensor(g + "ffn_up_exps.weight", {C, Fe, E}, wtype, gguf::encode(stacked("up_proj", Fe, C), wtype));
+            w.add_tensor(g + "ffn_down_exps.weight", {Fe, C, E}, wtype, gguf::encode(stacked("down_proj", C, Fe), wtype));
+        } else {
+            put2(g + "ffn_gate.weight", take(p + "mlp.gate_proj.weight", {F, C}), F, C);
+            put2(g + "ffn_up.weight", take(p + "mlp.up_proj.weight", {F, C}), F, C);
+            put2(g + "ffn_down.weight", take(p + "mlp.down_proj.weight", {C, F}), C, F);
+        }
     }
     for (const auto& n : st.names())
         MT_CHECK(used.count(n), st.file(n).path().string(), ": tensor \"", n, "\" has no place in a ", arch,

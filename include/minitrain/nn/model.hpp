@@ -109,5 +109,11 @@ struct TinyQKNormKnobs : Knobs<2> {
     static constexpr bool qk_norm = true;
 };
 using TinyQKNormModel = Model<2, 32, 4, false, TinyQKNormKnobs>;
+/// TinyQKNormModel as MiniMind-3-MoE: 4 experts, top-1, no shared expert, MiniMind-3's router (a Qwen3-MoE folder).
+struct TinyMoE3Knobs : Knobs<2, 0, 4, 1, 0> {
+    static constexpr bool qk_norm = true;
+    static constexpr RouterRules router = RouterRules::minimind3;
+};
+using TinyMoE3Model = Model<2, 32, 4, true, TinyMoE3Knobs>;
 
 }  // namespace minitrain

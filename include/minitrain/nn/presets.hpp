@@ -41,6 +41,7 @@ inline constexpr auto preset_list = std::tuple{
     PresetEntry<TinyBenchModel>{"tiny", "4 layers x 128, 4 heads (2 KV): the benchmark's tiny model"},
     PresetEntry<TinyModel>{"test", "2 layers x 32, 4 heads (2 KV): for tests and trying things out"},
     PresetEntry<TinyQKNormModel>{"test-qknorm", "the test preset with MiniMind-3's q/k norm (a Qwen3 folder): for tests"},
+    PresetEntry<TinyMoE3Model>{"test-moe3", "test-qknorm with MiniMind-3's MoE: 4 experts, top-1 (a Qwen3-MoE folder): for tests"},
     PresetEntry<QuickstartModel>{"quickstart", "4 layers x 256, 8 heads (4 KV): the quickstart's model, 3.5M at vocab 2048"},
     PresetEntry<MiniMind2Small>{"minimind2-small", "8 layers x 512, 8 heads (2 KV): MiniMind2-Small, 26M at vocab 6400"},
     PresetEntry<MiniMind2SmallMoE>{"minimind2-small-moe", "MiniMind2-Small with 4 routed experts (top-2) + 1 shared"},
