@@ -10,8 +10,16 @@
 // model samples --num_generations replies at --temperature; each reply's reward is compared with its
 // group's (advantage = (reward - mean) / std); the loss raises the probability of the better replies,
 // with --beta times a KL penalty to the frozen starting model. The progress line adds reward_mean,
-// reward_std, kl, clip_fraction, response_length and ratio. A reward model or any other score: use the
-// C++ API (GRPO::Objective::set_reward).
+// reward_std, kl, clip_fraction, response_length and ratio.
+//
+//   grpo --data_path rlaif.jsonl --from_weight out/sft/final --reward_model out/reward/final
+//   grpo ... --reward_model out/reward/final --reward format      (the RM's score + 1 for a finished reply)
+//
+// --reward_model DIR: a folder written by build/reward; its own config.json picks its preset (it may be a
+// different size than the policy), and its tokenizer.json must be the policy's (--tokenizer), byte for
+// byte. Each reply is scored by the reward model on the prompt + reply (train/reward.hpp,
+// RewardModelScorer); the rule rewards of --reward are added when --reward is given, else the reward
+// is the model's score alone. Any other score: the C++ API (GRPO::Objective::set_reward).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +28,7 @@
 #include <minitrain/dist/dist.hpp>
 #include <minitrain/minitrain.hpp>
 #include <minitrain/train/grpo.hpp>
+#include <minitrain/train/reward.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
 #include <minitrain/util/stage.hpp>
@@ -46,6 +55,18 @@ static std::string prompts_as_jsonl(const std::string& txt, const std::string& o
     return out.string();
 }
 
+/// The reward of --reward_model DIR (plus the rule rewards of --reward when it was given): the reward
+/// model's preset from its config.json, its tokenizer checked against the policy's.
+static RewardFn model_reward(const std::string& dir, const TrainConfig& cfg, bool with_rules) {
+    MT_CHECK(!cfg.tokenizer.empty(), "--reward_model ", dir, ": the policy has no tokenizer (--tokenizer) to compare "
+             "with the reward model's");
+    check_reward_tokenizer(dir, cfg.tokenizer);
+    RewardFn rm;
+    with_preset(preset_for_folder(dir), [&]<class Net>() { rm = reward_model_reward<Net>(dir); });
+    if (!with_rules) return rm;
+    return [rm, rules = rule_reward(cfg.reward, cfg.length_penalty)](const Completion& c) { return rm(c) + rules(c); };
+}
+
 int main(int argc, char** argv) {
     return run_main([&](Comm& comm) {
         auto say = [&](const std::string& s) {
@@ -62,7 +83,8 @@ int main(int argc, char** argv) {
         sf.schedule = "constant";
         Flags flags("grpo", "Policy-gradient fine-tuning of a model folder with group-relative advantages (GRPO / "
                             "CISPO) on prompts from MiniMind's conversation JSONL or a text file, scored by rule "
-                            "rewards. Writes what sft writes.");
+                            "rewards and/or a reward model (--reward_model: its score, plus the --reward rules "
+                            "only when --reward is given). Writes what sft writes.");
         sf.bind(flags, cfg, "conversation JSONL (the last assistant message is the reference answer) or prompts.txt");
         flags.section("GRPO");
         flags.bind_choice("loss_type", cfg.loss_type, {"cispo", "grpo"},
@@ -77,14 +99,25 @@ int main(int argc, char** argv) {
         flags.bind("grpo_iterations", cfg.grpo_iterations, "optimizer steps on each batch of samples");
         flags.bind("reward", cfg.reward, "rule rewards joined with '+': exact_match, format, length");
         flags.bind("length_penalty", cfg.length_penalty, "reward 'length': minus this per generated token");
+        std::string reward_model;
+        flags.bind("reward_model", reward_model, "a reward model folder (build/reward's OUT_DIR/final) scoring each reply; "
+                   "the --reward rules are added only when --reward is given");
         flags.parse(argc, argv);
         if (cfg.train_data.ends_with(".txt")) cfg.train_data = prompts_as_jsonl(cfg.train_data, cfg.out_dir);
         if (cfg.val_data.ends_with(".txt")) cfg.val_data = prompts_as_jsonl(cfg.val_data, cfg.out_dir + "/val");
         const std::string preset = sf.resolve(flags, cfg, say);
-        say("loss " + cfg.loss_type + ", " + std::to_string(cfg.num_generations) + " samples per prompt, reward " + cfg.reward);
+        const bool rules = reward_model.empty() || flags.was_set("reward");
+        say("loss " + cfg.loss_type + ", " + std::to_string(cfg.num_generations) + " samples per prompt, reward " +
+            (reward_model.empty() ? "" : "model " + reward_model + (rules ? " + " : "")) + (rules ? cfg.reward : ""));
         // The GRPO loss and rollouts have CPU kernels only so far: --device cuda says so instead of training on the CPU.
         MT_CHECK(sf.device == "cpu", "--device ", sf.device, ": grpo runs on the CPU only so far (the GRPO loss has no "
                  "CUDA kernel yet); use --device cpu");
-        with_preset(preset, [&]<class Net>() { train_stage<Net, GRPO>(cfg, sf.schedule, comm); });
+        RewardFn reward;
+        if (!reward_model.empty()) reward = model_reward(reward_model, cfg, rules);
+        with_preset(preset, [&]<class Net>() {
+            train_stage<Net, GRPO>(cfg, sf.schedule, comm, [&](auto& trainer) {
+                if (reward) trainer.objective().set_reward(reward);
+            });
+        });
     });
 }

@@ -1,7 +1,7 @@
 # tests/pipeline_e2e.cmake: the whole pipeline as a user runs it from the README (CTest: pipeline_e2e).
 #
 #   finetune_demo --data_only 1 (the times-table corpus: pretraining text, SFT and DPO JSONL)
-#   -> tokenizer train -> prepare_data -> pretrain -> sft -> lora -> dpo -> reward -> grpo -> merge_lora -> chat
+#   -> tokenizer train -> prepare_data -> pretrain -> sft -> lora -> dpo -> reward -> grpo (rules, reward model) -> ppo -> merge_lora -> chat
 #
 # with the "tiny" preset, one thread and a few dozen steps per stage (about a minute of CPU time). Checks that
 # every stage finds what the one before left (the preset from config.json, which names it; the tokenizer
@@ -160,6 +160,20 @@ run("grpo, prompt file" 0 "${B}/grpo" --data_path prompts.txt --from_weight sft/
     --length_penalty 0.01 --max_steps 2 --batch_size 2 --out_dir grpo_txt --threads 1 --max_seq_len 48
     --num_generations 4 --max_gen_len 6 --log_interval 1 --save_interval 0)
 expect("grpo, prompt file" "${OUT}" "reward format\\+length" "step +2/2")
+run("grpo, reward model" 0 "${B}/grpo" --data_path demo/data/sft_train.jsonl --from_weight sft/final
+    --reward_model reward/final --max_steps 2 --learning_rate 1e-4 --out_dir grpo_rm ${rl})
+expect("grpo, reward model" "${OUT}" "samples per prompt, reward model reward/final" "step +2/2 \\| loss [-0-9.]+ \\| reward_mean [-0-9.]+")
+
+# ---- ppo on the SFT model: the reward model's score + the format rule ----------------------------------
+run("ppo" 0 "${B}/ppo" --data_path demo/data/sft_train.jsonl --val_data demo/data/sft_val.jsonl --from_weight sft/final
+    --reward_model reward/final --reward format --max_steps 4 --learning_rate 1e-4 --eval_batches 1 --out_dir ppo
+    --threads 1 --max_seq_len 48 --batch_size 4 --max_gen_len 6 --log_interval 2 --save_interval 0)
+expect("ppo" "${OUT}" "reward model reward/final \\+ format" "step +4/4 \\| loss [-0-9.]+ \\| reward_mean [-0-9.]+ \\| reward_std"
+       "value_loss" "eval step 4")
+expect_run("ppo" ppo)
+if(NOT EXISTS "${WORK_DIR}/ppo/final/value_head.safetensors")
+  message(FATAL_ERROR "ppo: ppo/final/value_head.safetensors was not written")
+endif()
 
 # ---- merge_lora -> chat ------------------------------------------------------------------------------
 run("merge_lora" 0 "${B}/merge_lora" --base sft/final --adapter lora/final --output merged)

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include <minitrain/train/distill.hpp>
 #include <minitrain/train/grpo.hpp>
 #include <minitrain/train/lora.hpp>
+#include <minitrain/train/reward.hpp>
 #include <minitrain/train/trainer.hpp>
 
 #include "support/temp_dir.hpp"
@@ -415,6 +417,97 @@ TEST_CASE("GRPO trainer: a seeded run reproduces itself, and resumes bit for bit
     TrainConfig odd = straight;
     odd.save_interval = 3;
     CHECK_THROWS_WITH_AS(GrpoTrainer{odd}, doctest::Contains("save_interval must be a multiple"), Error);
+}
+
+TEST_CASE("parse_chatml_prompt: the messages of a rendered prompt before the open assistant header; bad text is named") {
+    const Conversation c = {{Role::system, "be brief"}, {Role::user, "hi\nthere"}, {Role::assistant, "hello"}, {Role::user, ""}};
+    const std::string text = render_chatml(c) + "<|im_start|>assistant\n";
+    CHECK(parse_chatml_prompt(text) == c);
+    CHECK_THROWS_WITH_AS(parse_chatml_prompt(render_chatml(c)), doctest::Contains("to end with"), Error);
+    CHECK_THROWS_WITH_AS(parse_chatml_prompt("<|im_start|>tool\nx<|im_end|>\n<|im_start|>assistant\n"),
+                         doctest::Contains("at byte 12 of a 51-byte prompt: unknown role"), Error);
+    CHECK_THROWS_WITH_AS(parse_chatml_prompt("<|im_start|>assistant\n"), doctest::Contains("no message"), Error);
+}
+
+namespace {
+
+/// A reward model folder beside grpo_run's files: a random trunk (max_seq_len 40, not the policy's 24)
+/// and a head wide enough that replies score apart.
+fs::path write_reward_model(const TempDir& dir, const TrainConfig& c) {
+    Net rm(ModelConfig{c.vocab_size, 40});
+    rm.init(11);
+    Var& head = rm.params().append(reward::head_name, Shape{1, GoldenDense::hidden});
+    reward::init_head<CPU>(head, 1.0, 12);
+    SaveOptions files;
+    files.tokenizer = c.tokenizer;
+    save_reward_model(dir.path / "rm", rm, head, files);
+    return dir.path / "rm";
+}
+
+}  // namespace
+
+TEST_CASE("reward model as GRPO's reward: each sample's reward is score_sequences of its conversation in the "
+          "reward-training view, exactly; the run is deterministic; another tokenizer is refused") {
+    TempDir dir;
+    TrainConfig c = grpo_run(dir);
+    c.max_steps = 3;
+    const fs::path rm_dir = write_reward_model(dir, c);
+    check_reward_tokenizer(rm_dir, c.tokenizer);  // the same file: accepted
+    GrpoTrainer t(c);
+    t.objective().set_reward(reward_model_reward<GoldenDense>(rm_dir));
+    t.train_step();
+    const auto& ro = t.objective().rollout();
+
+    // The reference: the conversation built from the record's text, encoded as reward training encodes a
+    // pair (ChatTemplate::tokenize at the folder's max_seq_len), scored by a separately loaded model.
+    const Tokenizer tok = Tokenizer::load(c.tokenizer);
+    const ChatTemplate chat(tok);
+    Net rm(ModelConfig{c.vocab_size, 40});
+    Var& head = load_reward_model(rm_dir, rm);
+    std::set<double> distinct;
+    for (int row = 0; row < 8; ++row) {
+        const auto& pr = ro.prompts[std::size_t(row / 4)];
+        std::vector<std::int32_t> reply = ro.tokens[std::size_t(row)];
+        const bool finished = !reply.empty() && reply.back() == *tok.find("<|im_end|>");
+        if (finished) reply.pop_back();
+        const std::string text = tok.decode(reply);
+        const Conversation conv = {{Role::user, "say " + pr.reference}, {Role::assistant, text}};
+        const ChatTokens ct = chat.tokenize(conv, 40);
+        Buffer<CPU> ids(Shape{1, 40}, DType::i32), tgt(Shape{1, 40}, DType::i32);
+        std::copy(ct.inputs.begin(), ct.inputs.end(), ids.data<std::int32_t>());
+        std::copy(ct.targets.begin(), ct.targets.end(), tgt.data<std::int32_t>());
+        INFO("row " << row << " reply \"" << text << "\"");
+        CHECK(ro.rewards[std::size_t(row)] == score_sequences(rm, head, ids, tgt)[0]);  // exactly
+        distinct.insert(ro.rewards[std::size_t(row)]);
+    }
+    CHECK(distinct.size() >= 4);  // the head tells replies apart: the advantages are not all zero
+    // Combined with a rule reward, the model's score is one term.
+    RewardFn rm_fn = reward_model_reward<GoldenDense>(rm_dir);
+    const std::string prompt = render_chatml({{Role::user, "say 3"}}) + "<|im_start|>assistant\n";
+    const Completion done{prompt, "3", "3", 2, true};
+    CHECK(rm_fn(done) == rm_fn(done));
+    CHECK(rm_fn(done) != rm_fn(Completion{prompt, "4", "3", 2, true}));
+
+    // A seeded run with the reward model reproduces itself bit for bit.
+    for (int i = 1; i < 3; ++i) t.train_step();
+    TrainConfig again = c;
+    again.out_dir = (dir.path / "again").string();
+    GrpoTrainer u(again);
+    u.objective().set_reward(reward_model_reward<GoldenDense>(rm_dir));
+    for (int i = 0; i < 3; ++i) u.train_step();
+    auto wt = weights(t), wu = weights(u);
+    CHECK(std::memcmp(wt.data(), wu.data(), wt.size() * sizeof(float)) == 0);
+    CHECK(t.objective().rollout().rewards == u.objective().rollout().rewards);
+    CHECK(t.last_loss() == u.last_loss());
+
+    // A reward model trained with another tokenizer is refused, naming both files.
+    std::vector<std::string> texts = {"other words entirely", "nothing like the prompts"};
+    Tokenizer::TrainOptions to;
+    to.vocab_size = 280;
+    Tokenizer::train_from_texts(texts, to).save(dir.path / "other.json");
+    const std::string other = (dir.path / "other.json").string();
+    const std::string named = (rm_dir / "tokenizer.json").string() + " differs from the policy's " + other;
+    CHECK_THROWS_WITH_AS(check_reward_tokenizer(rm_dir, other), doctest::Contains(named.c_str()), Error);
 }
 
 TEST_CASE("GRPO with LoRA: only the adapters train; the base and the reference stay as they were") {

@@ -149,6 +149,46 @@ inline std::string render_chatml(const Conversation& c) {
     return s;
 }
 
+/// The messages of a rendered ChatML prompt that ends with the open header of the reply,
+/// "<|im_start|>assistant\n" (what GRPO's Completion::prompt holds: the prompt's ids decoded), so that
+/// render_chatml(result) + "<|im_start|>assistant\n" == text. A message ends at "<|im_end|>\n" followed by
+/// the next "<|im_start|>": the decoded text of a message that itself spells that sequence cannot be told
+/// apart from a message boundary (the ids were; the text is not). Throws Error naming the byte offset.
+inline Conversation parse_chatml_prompt(std::string_view text) {
+    constexpr std::string_view start = "<|im_start|>", boundary = "<|im_end|>\n<|im_start|>",
+                               open = "<|im_start|>assistant\n";
+    auto fail = [&](std::size_t at, const char* what) {
+        detail::fail("parse_chatml_prompt: at byte ", at, " of a ", text.size(), "-byte prompt: ", what, " (prompt starts \"",
+                     utf8_prefix(text, 60), "\")");
+    };
+    if (!text.starts_with(start)) fail(0, "expected \"<|im_start|>\"");
+    if (!text.ends_with(open)) fail(text.size(), "expected the prompt to end with \"<|im_start|>assistant\\n\"");
+    Conversation c;
+    std::size_t at = start.size();  // just after a message's <|im_start|>
+    while (at < text.size()) {
+        const std::size_t nl = text.find('\n', at);
+        if (nl == std::string_view::npos) fail(at, "a role header without its line break");
+        const std::string_view role = text.substr(at, nl - at);
+        if (nl + 1 == text.size()) break;  // the open assistant header
+        Message m;
+        if (role == "system")
+            m.role = Role::system;
+        else if (role == "user")
+            m.role = Role::user;
+        else if (role == "assistant")
+            m.role = Role::assistant;
+        else
+            fail(at, "unknown role (expected system, user or assistant)");
+        const std::size_t end = text.find(boundary, nl + 1);
+        if (end == std::string_view::npos) fail(nl + 1, "a message without \"<|im_end|>\\n\" before the next \"<|im_start|>\"");
+        m.content = std::string(text.substr(nl + 1, end - nl - 1));
+        c.push_back(std::move(m));
+        at = end + boundary.size();
+    }
+    if (c.empty()) fail(0, "no message before the open assistant header");
+    return c;
+}
+
 // ---- tokens -------------------------------------------------------------------------------------------
 
 /// One training sequence in the shifted convention above: both vectors have T entries.

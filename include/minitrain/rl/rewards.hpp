@@ -7,7 +7,8 @@
 //   format        1 if the reply ended with <|im_end|> within the generation budget, else 0 (it finished)
 //   length        -length_penalty per generated token (keeps replies short)
 //
-// "exact_match+format" sums them. A reward model trained on preference pairs plugs in as a callable too.
+// "exact_match+format" sums them. A reward model trained on preference pairs plugs in as a callable too
+// (reward_model_reward, train/reward.hpp).
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,7 @@ namespace minitrain {
 
 /// One sampled completion, as a reward sees it.
 struct Completion {
-    std::string_view prompt;     // the prompt's user message (the last one), as text
+    std::string_view prompt;     // the whole prompt as ChatML text (its ids decoded), ending "<|im_start|>assistant\n"
     std::string_view text;       // the reply, decoded, without the end-of-turn token
     std::string_view reference;  // the record's reference answer ("" when it has none)
     int tokens = 0;              // generated tokens (the end-of-turn token included)

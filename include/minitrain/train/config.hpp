@@ -61,6 +61,12 @@ struct TrainConfig {
     int grpo_iterations = 1;          // optimizer steps on each batch of samples (old log-probs kept from the first)
     std::string reward = "exact_match";  // rule rewards, '+'-joined: exact_match, format, length (rl/rewards.hpp)
     double length_penalty = 0.0;      // "length": reward -= length_penalty per generated token
+    // PPO (train/ppo.hpp), named as MiniMind's train_ppo.py; it also reads epsilon (its clip_epsilon),
+    // beta (its kl_coef), grpo_iterations (its ppo_update_iters), max_gen_len, temperature, top_k, reward.
+    double vf_coef = 0.5;             // weight of the critic's value loss in the total loss
+    double cliprange_value = 0.2;     // the value is clipped to old value +- cliprange_value
+    double gamma = 1.0;               // GAE discount
+    double lam = 0.95;                // GAE lambda
 
     // ---- knowledge distillation (train/distill.hpp), named as MiniMind's train_distillation.py
     std::string teacher;               // the teacher's model folder (same tokenizer, any size)

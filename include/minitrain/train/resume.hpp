@@ -43,6 +43,7 @@ inline nlohmann::json run_settings(const TrainConfig& c) {
                     {"epsilon", c.epsilon}, {"epsilon_high", c.epsilon_high}, {"temperature", c.temperature},
                     {"top_k", c.top_k}, {"max_gen_len", c.max_gen_len}, {"grpo_iterations", c.grpo_iterations},
                     {"reward", c.reward}, {"length_penalty", c.length_penalty}}},
+            {"ppo", {{"vf_coef", c.vf_coef}, {"cliprange_value", c.cliprange_value}, {"gamma", c.gamma}, {"lam", c.lam}}},
             {"distill", {{"teacher", c.teacher}, {"alpha", c.distill_alpha}, {"temperature", c.distill_temperature}}}};
 }
 

@@ -45,7 +45,11 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../io/checkpoint.hpp"
@@ -53,6 +57,8 @@
 #include "../nn/transformer.hpp"
 #include "../ops/dpo.hpp"
 #include "../ops/select.hpp"
+#include "../rl/rewards.hpp"
+#include "../tokenizer/tokenizer.hpp"
 #include "../backend/cpu/dpo.hpp"
 #include "config.hpp"
 #include "dpo.hpp"
@@ -408,5 +414,93 @@ private:
     Buffer<Backend> dev_ids_, dev_pos_;       // the same on the device (non-CPU backends)
     Pairs last_eval_;
 };
+
+// ---- a reward model as the reward of RL (GRPO, PPO) ------------------------------------------------------
+
+/// A trained reward model folder (save_reward_model) that scores (prompt, reply) texts: its own frozen
+/// Transformer in eval mode, no gradient. A reply is scored exactly as reward training scored a pair's
+/// conversation: the prompt's messages (parse_chatml_prompt) plus the reply as the last assistant
+/// message, encoded with ChatTemplate and the folder's own tokenizer.json, in the training view with T =
+/// the folder's max_position_embeddings (the max_seq_len it was trained with), read at the last supervised
+/// position (score_positions: the reply's <|im_end|>, or the last token that fits). A reply that ran out
+/// of generation budget is scored as if it had ended there (its <|im_end|> appended), as a truncated
+/// reply in training would have been read at its last token; rule rewards (format) can penalize it.
+/// One sequence per call (the batch of one training used for no pair): correctness first.
+template <ModelPolicy Net, class Backend = CPU>
+class RewardModelScorer {
+public:
+    explicit RewardModelScorer(const std::filesystem::path& dir)
+        : dir_(dir), config_(load_model_config(dir)), model_(config_), chat_(load_tokenizer(dir, config_)) {
+        head_ = &load_reward_model(dir, model_);
+        model_.params().freeze_all();
+    }
+
+    /// The training view of (prompt, reply): inputs and targets (1, T) host, as reward training made them.
+    void tokens(std::string_view prompt, std::string_view reply, Buffer<CPU>& ids, Buffer<CPU>& targets) const {
+        Conversation c = parse_chatml_prompt(prompt);
+        c.push_back(Message{Role::assistant, std::string(reply)});
+        const ChatTokens t = chat_.tokenize(c, config_.max_seq_len);
+        MT_CHECK(t.supervised > 0, dir_.string(), ": the prompt fills all ", config_.max_seq_len,
+                 " positions of the reward model: no reply token to read its score at");
+        const Shape s{1, std::int64_t(config_.max_seq_len)};
+        ids = Buffer<CPU>(s, DType::i32);
+        targets = Buffer<CPU>(s, DType::i32);
+        std::copy(t.inputs.begin(), t.inputs.end(), ids.data<std::int32_t>());
+        std::copy(t.targets.begin(), t.targets.end(), targets.data<std::int32_t>());
+    }
+
+    /// The reward model's score of `reply` to the ChatML `prompt` (which ends "<|im_start|>assistant\n").
+    double score(std::string_view prompt, std::string_view reply) {
+        Buffer<CPU> ids, targets;
+        tokens(prompt, reply, ids, targets);
+        return score_sequences(model_, *head_, ids, targets)[0];
+    }
+
+    Transformer<Net, Backend>& model() { return model_; }
+    Var& head() { return *head_; }
+    const ChatTemplate& chat() const { return chat_; }
+    const ModelConfig& config() const { return config_; }
+    std::filesystem::path tokenizer_path() const { return dir_ / "tokenizer.json"; }
+
+private:
+    static Tokenizer load_tokenizer(const std::filesystem::path& dir, const ModelConfig& mc) {
+        const auto path = dir / "tokenizer.json";
+        std::error_code ec;
+        MT_CHECK(std::filesystem::is_regular_file(path, ec), path.string(), ": no such file (a reward model folder "
+                 "scores text and needs the tokenizer it was trained with; build/reward writes it into final/)");
+        Tokenizer tok = Tokenizer::load(path);
+        MT_CHECK(tok.vocab_size() <= mc.vocab_size, path.string(), ": ", tok.vocab_size(), " tokens, but ",
+                 (dir / "config.json").string(), " has vocab_size ", mc.vocab_size);
+        return tok;
+    }
+
+    std::filesystem::path dir_;
+    ModelConfig config_;
+    Transformer<Net, Backend> model_;
+    Var* head_ = nullptr;
+    ChatTemplate chat_;
+};
+
+/// Refuses a reward model folder whose tokenizer.json is not byte for byte `policy_tokenizer` (the file the
+/// policy's samples were decoded with): the Error names both files.
+inline void check_reward_tokenizer(const std::filesystem::path& dir, const std::filesystem::path& policy_tokenizer) {
+    auto bytes = [](const std::filesystem::path& p) {
+        std::ifstream in(p, std::ios::binary);
+        MT_CHECK(in, p.string(), ": cannot open (a reward model folder holds the tokenizer.json it was trained with)");
+        return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    };
+    const auto rm = dir / "tokenizer.json";
+    MT_CHECK(bytes(rm) == bytes(policy_tokenizer), "reward model: its tokenizer ", rm.string(), " differs from the policy's ",
+             policy_tokenizer.string(), ": the two models would not read the same tokens; train the reward model from "
+             "the same SFT model (or tokenizer)");
+}
+
+/// The reward model in `dir` as a RewardFn: the score of Completion::text as the reply to
+/// Completion::prompt (RewardModelScorer). Copies share one scorer; it is deterministic.
+template <ModelPolicy Net, class Backend = CPU>
+RewardFn reward_model_reward(const std::filesystem::path& dir) {
+    auto scorer = std::make_shared<RewardModelScorer<Net, Backend>>(dir);
+    return [scorer](const Completion& c) { return scorer->score(c.prompt, c.text); };
+}
 
 }  // namespace minitrain

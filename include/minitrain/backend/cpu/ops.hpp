@@ -14,6 +14,7 @@
 #include "linear.hpp"
 #include "logprobs.hpp"
 #include "moe.hpp"
+#include "ppo.hpp"
 #include "rmsnorm.hpp"
 #include "rope.hpp"
 #include "select.hpp"
