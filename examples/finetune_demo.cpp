@@ -15,8 +15,10 @@
 //   data/test_answers.txt            asked about in any fine-tuning file (chat --prompts answers the first)
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
 // attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model) -> GRPO (CISPO
-// loss, from the SFT model, the exact-match reward on the training questions; it prints the reward curve),
-// and after each stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out
+// loss, from the SFT model, the exact-match reward on the training questions; it prints the reward curve)
+// -> a reward model (the SFT model + a scalar head, Bradley-Terry loss on the DPO pairs; held-out pair
+// accuracy) -> GRPO again with that model's score as the reward; with step 4b's distillation of two small
+// students (the pretrained model as teacher vs hard labels alone), and after each stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out
 // questions, using the same ChatSession as examples/chat.cpp. The LoRA stage is scored the way
 // chat --adapter runs it: the adapter folder merged into a freshly loaded base.
 //
@@ -42,6 +44,7 @@
 #include <minitrain/train/distill.hpp>
 #include <minitrain/train/dpo.hpp>
 #include <minitrain/train/grpo.hpp>
+#include <minitrain/train/reward.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
 
@@ -158,6 +161,10 @@ int main(int argc, char** argv) {
         // on the hard labels alone, same steps, data, lr and seed.
         int distill_steps = 300;
         double distill_lr = 3e-3, distill_alpha = 0.5, distill_temperature = 1.5;
+        // A reward model (the SFT model + a scalar head, Bradley-Terry loss) on the DPO pairs, then GRPO with it.
+        int rm_steps = 100;
+        double rm_lr = 3e-4;
+        std::string rm_line;
         bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
         Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
@@ -186,6 +193,9 @@ int main(int argc, char** argv) {
         flags.bind("distill_lr", distill_lr, "distillation demo: peak learning rate of both students");
         flags.bind("distill_alpha", distill_alpha, "distillation demo: weight of the hard labels (MiniMind: 0.5)");
         flags.bind("distill_temperature", distill_temperature, "distillation demo: temperature (MiniMind: 1.5)");
+        flags.bind("rm_steps", rm_steps, "reward model steps (8 DPO pairs each) from the SFT model, then GRPO with its score as the "
+                   "reward (grpo_steps, same settings; 0: skip both)");
+        flags.bind("rm_lr", rm_lr, "reward model peak learning rate");
         flags.bind("reuse_pretrain", reuse_pretrain, "skip pretraining: fine-tune the model already in OUT_DIR/pretrain/final");
         flags.bind("reuse_sft", reuse_sft, "skip SFT too: the later stages start from OUT_DIR/sft/final (with --reuse_pretrain 1)");
         flags.bind("test", n_test, "held-out questions");
@@ -242,7 +252,7 @@ int main(int argc, char** argv) {
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
         write_lines(data / "test_answers.txt", as);
-        std::printf("[1/6] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu held out, in %s\n",
+        std::printf("[1/8] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu held out, in %s\n",
                     all.size(), train.size(), val.size(), test.size(), data.c_str());
         if (data_only) return 0;
 
@@ -259,7 +269,7 @@ int main(int argc, char** argv) {
         to.vocab_size = 300;
         Tokenizer tok = Tokenizer::train_from_texts(texts, to);
         tok.save(tok_path);
-        std::printf("[2/6] tokenizer: %d tokens (%.1f s); \"%s\" -> %zu tokens\n", tok.vocab_size(),
+        std::printf("[2/8] tokenizer: %d tokens (%.1f s); \"%s\" -> %zu tokens\n", tok.vocab_size(),
                     seconds_since(t0), test[0].question().c_str(), tok.encode(test[0].question()).size());
         const int vocab = tok.vocab_size();
 
@@ -273,7 +283,7 @@ int main(int argc, char** argv) {
         po.progress = false;
         po.threads = threads;
         PrepareSummary prepared = prepare_data(po, tok);
-        std::printf("[3/6] shards: %lld train tokens, %lld val tokens (%.1f s)\n", (long long)prepared.train.tokens,
+        std::printf("[3/8] shards: %lld train tokens, %lld val tokens (%.1f s)\n", (long long)prepared.train.tokens,
                     (long long)prepared.val.tokens, seconds_since(t0));
 
         std::vector<std::pair<std::string, double>> results;
@@ -301,12 +311,12 @@ int main(int argc, char** argv) {
         };
         const std::string sft_train = (data / "sft_train.jsonl").string(), sft_val = (data / "sft_val.jsonl").string();
         if (reuse_pretrain) {
-            std::printf("[4/6] pretrain: reusing %s\n", (pre_run / "final").c_str());
+            std::printf("[4/8] pretrain: reusing %s\n", (pre_run / "final").c_str());
             Transformer<Net> m(load_model_config(pre_run / "final"));
             load_pretrained(pre_run / "final", m);
             report_pretrained(m);
         } else {
-            std::printf("[4/6] pretrain: %d steps\n", pretrain_steps);
+            std::printf("[4/8] pretrain: %d steps\n", pretrain_steps);
             TrainConfig c = stage_config(pre_run, tok_path, vocab, threads, prepared.train.pattern,
                                          prepared.val.pattern, pretrain_steps, 3e-3, 30);
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, Pretrain> t(c);
@@ -358,7 +368,7 @@ int main(int argc, char** argv) {
         }
 
         // ---- 5. SFT from the pretrained model -----------------------------------------------------------
-        std::printf("[5/6] SFT: %d steps from %s\n", sft_steps, (pre_run / "final").c_str());
+        std::printf("[5/8] SFT: %d steps from %s\n", sft_steps, (pre_run / "final").c_str());
         t0 = std::chrono::steady_clock::now();
         const fs::path sft_run = out / "sft";
         if (reuse_sft) {
@@ -376,7 +386,7 @@ int main(int argc, char** argv) {
 
         // ---- 5b. LoRA from the pretrained model, on the SFT data ----------------------------------------
         if (lora_steps > 0) {
-            std::printf("[5b/6] LoRA (rank 8, alpha 16, attention + MLP): %d steps from %s\n", lora_steps,
+            std::printf("[5b/8] LoRA (rank 8, alpha 16, attention + MLP): %d steps from %s\n", lora_steps,
                         (pre_run / "final").c_str());
             t0 = std::chrono::steady_clock::now();
             const fs::path lora_run = out / "lora";
@@ -396,7 +406,7 @@ int main(int argc, char** argv) {
 
         // ---- 6. DPO from the SFT model ------------------------------------------------------------------
         if (dpo_steps > 0) {
-            std::printf("[6/6] DPO: %d steps from %s\n", dpo_steps, (sft_run / "final").c_str());
+            std::printf("[6/8] DPO: %d steps from %s\n", dpo_steps, (sft_run / "final").c_str());
             t0 = std::chrono::steady_clock::now();
             const fs::path dpo_run = out / "dpo";
             {
@@ -413,12 +423,9 @@ int main(int argc, char** argv) {
         }
 
         // ---- 7. GRPO from the SFT model: exact-match reward on the training questions ----------------------
-        if (grpo_steps > 0) {
-            std::printf("[7/7] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the SFT %s questions\n",
-                        grpo_loss.c_str(), grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples,
-                        grpo_data.c_str());
+        // (and in step 8 the same stage with a learned reward: `reward` set, the reward model's score)
+        auto grpo_stage = [&](const char* label, const fs::path& grpo_run, RewardFn reward) {
             t0 = std::chrono::steady_clock::now();
-            const fs::path grpo_run = out / "grpo";
             std::string prompts = grpo_data == "val" ? sft_val : sft_train;
             if (grpo_data == "train+val") {
                 prompts = (data / "grpo_train.jsonl").string();
@@ -439,9 +446,10 @@ int main(int argc, char** argv) {
             c.eval_batches = 2;
             fs::remove_all(grpo_run);  // a fresh run each time
             Trainer<Net, Optimizer<AdamW>, Schedule<Constant>, GRPO> t(c);
+            if (reward) t.objective().set_reward(std::move(reward));
             t.fit();
             finish_folder(grpo_run);
-            report("GRPO (from SFT)", t.model(), seconds_since(t0));
+            report(label, t.model(), seconds_since(t0));
             // The reward curve: mean exact-match reward of the samples, every log_interval steps.
             std::ifstream m(grpo_run / "metrics.jsonl");
             std::string line, curve;
@@ -453,11 +461,49 @@ int main(int argc, char** argv) {
                 curve += b;
             }
             std::printf("    reward curve (step:mean reward of the samples):%s\n", curve.c_str());
+        };
+        if (grpo_steps > 0) {
+            std::printf("[7/8] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the SFT %s questions\n",
+                        grpo_loss.c_str(), grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples,
+                        grpo_data.c_str());
+            grpo_stage("GRPO (from SFT)", out / "grpo", nullptr);
+        }
+
+        // ---- 8. a reward model on the DPO pairs, then GRPO with its score as the reward -------------------
+        if (rm_steps > 0) {
+            std::printf("[8/8] reward model: %d steps from %s on the DPO pairs (answer vs near miss), held out: %s\n",
+                        rm_steps, (sft_run / "final").c_str(), (data / "dpo_val.jsonl").c_str());
+            t0 = std::chrono::steady_clock::now();
+            const fs::path rm_run = out / "reward";
+            TrainConfig c = stage_config(rm_run, tok_path, vocab, threads, (data / "dpo_train.jsonl").string(),
+                                         (data / "dpo_val.jsonl").string(), rm_steps, rm_lr, 10);
+            c.init_from = (sft_run / "final").string();
+            c.batch_size = 8;
+            c.log_interval = 25;
+            fs::remove_all(rm_run);
+            {
+                Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, RewardModel> t(c);
+                t.fit();
+            }
+            finish_folder(rm_run);
+            Transformer<Net> rm(ModelConfig{vocab, c.max_seq_len});
+            Var& head = load_reward_model(rm_run / "final", rm);
+            RewardModel::Data pairs(c);
+            const PairEvaluation e = evaluate_pairs(rm, head, pairs, c.batch_size, c.max_seq_len);
+            std::printf("==> reward model: held-out pair accuracy %.1f%% (%lld pairs), margin %.4f, loss %.4f, %.1f s\n",
+                        100 * e.accuracy, (long long)e.pairs, e.margin, e.loss, seconds_since(t0));
+            rm_line = "reward model: held-out pair accuracy " + std::to_string(100 * e.accuracy).substr(0, 4) + "% (" +
+                      std::to_string(e.pairs) + " DPO pairs held out)";
+            if (grpo_steps > 0) {
+                std::printf("[8b] GRPO with the reward model's score as the reward (otherwise as step 7)\n");
+                grpo_stage("GRPO (reward model)", out / "grpo_rm", reward_model_reward<Net, CPU>(rm_run / "final"));
+            }
         }
 
         std::printf("\nsummary (held-out exact match, greedy, %zu questions):\n", test.size());
         for (std::size_t i = 0; i < results.size(); ++i)
             std::printf("  %-18s %5.1f%%   (%.1f s)\n", results[i].first.c_str(), 100 * results[i].second, times[i].second);
+        if (!rm_line.empty()) std::printf("%s\n", rm_line.c_str());
         if (!distill_lines.empty()) {
             std::printf("distillation (\"test\"-preset students, %d steps, from the pretrained teacher's shards):\n", distill_steps);
             for (const std::string& l : distill_lines) std::printf("%s\n", l.c_str());
