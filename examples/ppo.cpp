@@ -26,41 +26,12 @@
 #include <minitrain/train/reward.hpp>
 #include <minitrain/util/flags.hpp>
 #include <minitrain/util/presets.hpp>
+#include <minitrain/util/rl_stage.hpp>
 #include <minitrain/util/stage.hpp>
 
 using namespace minitrain;
 namespace fs = std::filesystem;
 
-/// A plain prompt file as conversation JSONL with empty replies (no reference answers), as grpo reads it.
-static std::string prompts_as_jsonl(const std::string& txt, const std::string& out_dir) {
-    std::ifstream in(txt);
-    MT_CHECK(in, txt, ": cannot open the prompt file");
-    fs::create_directories(out_dir);
-    const fs::path out = fs::path(out_dir) / "prompts.jsonl";
-    std::ofstream o(out);
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) {
-        if (line.empty()) continue;
-        nlohmann::json conv = {{{"role", "user"}, {"content", line}}, {{"role", "assistant"}, {"content", ""}}};
-        o << nlohmann::json{{"conversations", conv}}.dump() << '\n';
-        ++n;
-    }
-    MT_CHECK(n > 0 && o, txt, ": no prompts (one per line expected), or ", out.string(), " could not be written");
-    return out.string();
-}
-
-/// The reward of --reward_model DIR (plus the --reward rules when given): the reward model's preset from
-/// its config.json, its tokenizer checked against the policy's.
-static RewardFn model_reward(const std::string& dir, const TrainConfig& cfg, bool with_rules) {
-    MT_CHECK(!cfg.tokenizer.empty(), "--reward_model ", dir, ": the policy has no tokenizer (--tokenizer) to compare "
-             "with the reward model's");
-    check_reward_tokenizer(dir, cfg.tokenizer);
-    RewardFn rm;
-    with_preset(preset_for_folder(dir), [&]<class Net>() { rm = reward_model_reward<Net>(dir); });
-    if (!with_rules) return rm;
-    return [rm, rules = rule_reward(cfg.reward, cfg.length_penalty)](const Completion& c) { return rm(c) + rules(c); };
-}
 
 int main(int argc, char** argv) {
     return run_main([&](Comm& comm) {
@@ -110,7 +81,7 @@ int main(int argc, char** argv) {
         MT_CHECK(sf.device == "cpu", "--device ", sf.device, ": ppo runs on the CPU only so far (its losses have no "
                  "CUDA kernels yet); use --device cpu");
         RewardFn reward;
-        if (!reward_model.empty()) reward = model_reward(reward_model, cfg, rules);
+        if (!reward_model.empty()) reward = reward_model_from_flags(reward_model, cfg, rules);
         with_preset(preset, [&]<class Net>() {
             train_stage<Net, PPO>(cfg, sf.schedule, comm, [&](auto& trainer) {
                 if (reward) trainer.objective().set_reward(reward);

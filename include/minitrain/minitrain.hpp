@@ -68,9 +68,12 @@
 
 #include "train/config.hpp"
 #include "train/lora.hpp"
+#include "train/distill.hpp"
 #include "train/dpo.hpp"
 #include "train/grpo.hpp"
+#include "train/ppo.hpp"
 #include "train/pretrain.hpp"
+#include "train/reward.hpp"
 #include "train/sft.hpp"
 #include "train/trainer.hpp"
 #include "train/evaluate.hpp"
