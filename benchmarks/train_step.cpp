@@ -98,10 +98,11 @@ Options parse(int argc, char** argv) {
         else if (a == "--torch-script") o.torch_script = value();
         else if (a == "--dtype") o.dtype = std::string(precision_name(cpu_precision(value())));
         else if (a == "--mixed") o.mixed = true;
+        else if (a == "--f32-activations") set_bf16_activations(false);  // bf16: keep every activation f32, as before
         else if (a == "-h" || a == "--help") {
             std::printf(
                 "usage: bench_train_step --preset NAME [--batch B] [--seq T] [--vocab V] [--threads N] [--steps N]\n"
-                "                        [--warmup N] [--clip X] [--dtype f32|bf16]\n"
+                "                        [--warmup N] [--clip X] [--dtype f32|bf16] [--f32-activations]\n"
                 "       bench_train_step --mixed [--presets a,b] [--rounds N] ...: per preset and round, ours f32, ours\n"
                 "                        bf16, PyTorch f32 and PyTorch CPU autocast bf16 (OPENBLAS_CORETYPE and\n"
                 "                        OPENBLAS_L2_SIZE unset for PyTorch), with the bf16 targets\n"
@@ -201,14 +202,15 @@ int run_one(const Options& o, const Preset& p) {
     const double med = median(times);
     const double P = double(params.count());
     const char* wp = std::getenv("OMP_WAIT_POLICY");
-    std::printf("minitrain %s %s: B=%d T=%d V=%d P=%.1fM threads=%d: %.1f tokens/s (median step %.1f ms), peak RSS %.1f "
+    std::printf("minitrain %s %s%s: B=%d T=%d V=%d P=%.1fM threads=%d: %.1f tokens/s (median step %.1f ms), peak RSS %.1f "
                 "MiB (params+grads+adam %.1f MiB, activations+grads arena %.1f MiB), %ld page faults/step, CPU share %.0f%%, "
                 "load %.2f, OMP_WAIT_POLICY=%s\n",
-                p.name, o.dtype.c_str(), B, T, V, P / 1e6, o.threads, B * T / med, med * 1e3, peak_rss_mib(), 4 * 4 * P / 1048576,
+                p.name, o.dtype.c_str(), o.dtype == "bf16" && !bf16_activations_enabled() ? " (f32 activations)" : "", B, T, V, P / 1e6, o.threads, B * T / med, med * 1e3, peak_rss_mib(), 4 * 4 * P / 1048576,
                 double(g.peak_bytes()) / 1048576, faults / o.steps, 100 * median(cpu_share), load, wp ? wp : "default");
     nlohmann::json j;
     j["impl"] = "minitrain";
     j["dtype"] = o.dtype;
+    j["bf16_activations"] = o.dtype == "bf16" && bf16_activations_enabled();
     j["avx512_bf16"] = cpu::bf16gemm::has_avx512_bf16();
     j["preset"] = p.name;
     j["params"] = std::int64_t(P);

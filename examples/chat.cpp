@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
         const std::string preset = preset_for_folder(opt.checkpoint);
         check_device(device, preset, 1, dtype);
         run(opt, preset, device);
+        if (device != "cuda") std::fprintf(stderr, "chat: %s\n", cpu::precision_report().c_str());
         return 0;
     } catch (const std::exception& e) {
         std::fflush(stdout);

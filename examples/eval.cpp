@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
             print(cuda_programs::evaluate(preset, a, announce));
         else
             with_preset(preset, [&]<class Net>() { print(evaluate_folder<Net>(a, announce)); });
+        if (device != "cuda") std::printf("eval: %s\n", cpu::precision_report().c_str());
         return 0;
     } catch (const std::exception& e) {  // minitrain::Error, and the standard library's (filesystem, memory)
         std::fflush(stdout);

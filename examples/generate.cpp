@@ -73,11 +73,15 @@ void run(const fs::path& dir, const std::string& preset, const std::string& devi
         with_preset(preset, [&]<class Net>() {
             Transformer<Net, CPU> model(mc);
             load_pretrained(dir, model);
+            cpu::Bf16WeightCopy bf16_copy;  // --dtype bf16: the weights rounded once, not once per token
+            cpu::use_bf16_weights_for_inference(bf16_copy, model.params().data().template data<float>(),
+                                                model.params().count());
             tokens = generate(model, std::span<const std::int32_t>(prompt), o, print);
         });
     std::fputs("\n", stdout);
     std::fprintf(stderr, "generate: %zu new tokens%s\n", tokens.size(),
                  !tokens.empty() && tokens.back() == o.eos_token ? " (stopped at eos_token_id)" : "");
+    if (device != "cuda") std::fprintf(stderr, "generate: %s\n", cpu::precision_report().c_str());
 }
 
 }  // namespace

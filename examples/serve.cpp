@@ -115,6 +115,8 @@ void run(const Options& opt, const std::string& preset, const sigset_t& stop_sig
         const int sites = merge_peft_adapter(opt.adapter, model);
         std::fprintf(stderr, "serve: merged the LoRA adapter %s (%d projections)\n", opt.adapter.string().c_str(), sites);
     }
+    cpu::Bf16WeightCopy bf16_copy;  // --dtype bf16: the merged weights rounded once for every request
+    cpu::use_bf16_weights_for_inference(bf16_copy, model.params().data().template data<float>(), model.params().count());
     const ChatTemplate chat(tok);
     MT_CHECK(tok.vocab_size() <= mc.vocab_size, "serve: the tokenizer has ", tok.vocab_size(),
              " tokens but the model's vocabulary is ", mc.vocab_size);
@@ -406,6 +408,7 @@ void run(const Options& opt, const std::string& preset, const sigset_t& stop_sig
     engine.shutdown();
     listener.join();
     std::fprintf(stderr, "serve: stopped after %llu completion requests\n", (unsigned long long)request_counter.load());
+    std::fprintf(stderr, "serve: %s\n", cpu::precision_report().c_str());
 }
 
 }  // namespace

@@ -99,6 +99,29 @@ string(REGEX MATCH "loss ([0-9.]+) \\|" _ "${OUT}")
 if(NOT CMAKE_MATCH_1 STREQUAL loss30)
   message(FATAL_ERROR "eval: loss ${CMAKE_MATCH_1}, but pretrain's last evaluation said ${loss30}")
 endif()
+# --dtype bf16 (core/precision.hpp): the same batches with bf16 products. The loss within 1% of f32's (bf16 keeps 8
+# significant bits, and the mean over 9728 tokens averages the rounding errors out: 3.0841 against 3.0840 when
+# written), and the program must say that its products ran in bf16, reading the bf16 copy of the weights (the
+# counter in backend/cpu/gemm.hpp: a silent f32 run prints "precision f32" and counts nothing).
+run("eval --dtype bf16" 0 "${EVAL}" --checkpoint out/final --data data/val.bin --batch_size 8 --max_seq_len 64 --threads 2
+    --dtype bf16)
+expect("eval --dtype bf16" "${OUT}" "eval: precision bf16: [1-9][0-9]* matrix products in bf16 \\([1-9][0-9]* of them read the bf16 copy")
+string(REGEX MATCH "loss ([0-9.]+) \\|" _ "${OUT}")
+set(loss_bf16 "${CMAKE_MATCH_1}")
+# cmake's math() is integer-only: compare the 4-decimal losses in units of 1e-4
+string(REPLACE "." "" l32 "${loss30}")
+string(REPLACE "." "" l16 "${loss_bf16}")
+math(EXPR gap "${l16} - ${l32}")
+if(gap LESS 0)
+  math(EXPR gap "0 - ${gap}")
+endif()
+math(EXPR allowed "${l32} / 100")
+if(gap GREATER allowed)
+  message(FATAL_ERROR "eval --dtype bf16: loss ${loss_bf16} against f32 ${loss30}: more than 1% apart")
+endif()
+run("eval --dtype f32" 0 "${EVAL}" --checkpoint out/final --data data/val.bin --batch_size 8 --max_seq_len 64 --threads 2
+    --dtype f32)
+expect("eval --dtype f32" "${OUT}" "eval: precision f32\n")
 run("eval on a run folder" 1 "${EVAL}" --checkpoint out --data data/val.bin)
 expect("eval on a run folder" "${ERR}" "error: out/config.json: no such file" "final model is in out/final")
 
@@ -117,6 +140,28 @@ endif()
 run("generate from a checkpoint" 0 "${GENERATE}" --checkpoint out/checkpoints/step_00000020 --prompt_ids "49"
     --max_new_tokens 4 --temperature 0)
 expect_ids("generate from a checkpoint" "${OUT}" 4)
+# Greedy decoding in bf16 against f32: the same number of tokens, most of them equal (bf16 logits differ from f32's
+# by ~0.3% relative, tests/model.cpp, so a near tie may flip and the continuation then differs), and the bf16 path
+# taken, reading the bf16 copy of the weights.
+set(greedy --checkpoint out/final --prompt_ids "49 50 32 49 51" --max_new_tokens 16 --temperature 0 --threads 2)
+run("generate greedy f32" 0 "${GENERATE}" ${greedy} --dtype f32)
+expect("generate greedy f32" "${ERR}" "generate: precision f32\n")
+string(REGEX MATCHALL "[0-9]+" ids_f32 "${OUT}")
+run("generate greedy bf16" 0 "${GENERATE}" ${greedy} --dtype bf16)
+expect_ids("generate greedy bf16" "${OUT}" 16)
+expect("generate greedy bf16" "${ERR}" "generate: precision bf16: [1-9][0-9]* matrix products in bf16 \\([1-9][0-9]* of them read the bf16 copy")
+string(REGEX MATCHALL "[0-9]+" ids_bf16 "${OUT}")
+set(equal 0)
+foreach(i RANGE 15)
+  list(GET ids_f32 ${i} a)
+  list(GET ids_bf16 ${i} b)
+  if(a EQUAL b)
+    math(EXPR equal "${equal} + 1")
+  endif()
+endforeach()
+if(equal LESS 12)
+  message(FATAL_ERROR "generate --dtype bf16: only ${equal} of 16 greedy tokens equal f32's:\n${ids_f32}\n${ids_bf16}")
+endif()
 run("generate without a prompt" 1 "${GENERATE}" --checkpoint out/final)
 expect("generate without a prompt" "${ERR}" "error: --prompt_ids is required: ")
 

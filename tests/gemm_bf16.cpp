@@ -108,18 +108,18 @@ TEST_CASE("bf16 gemm: the AVX512-BF16 kernel against the double loop; 1 thread =
     for (const Case& c : cases) {
         Rng r1{91}, r2{91};
         CPU::set_threads(1);
-        const auto one = check_case(c, bg::gemm_avx512bf16<float>, r1);
+        const auto one = check_case(c, bg::gemm_avx512bf16<float, float>, r1);
         CPU::set_threads(2);
-        const auto two = check_case(c, bg::gemm_avx512bf16<float>, r2);
+        const auto two = check_case(c, bg::gemm_avx512bf16<float, float>, r2);
         CHECK_MESSAGE(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0,
                       "thread count changed the result for M=", c.M, " N=", c.N, " K=", c.K);
     }
     // Large enough for both threads to work.
     Rng r1{92}, r2{92};
     CPU::set_threads(1);
-    const auto one = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16<float>, r1);
+    const auto one = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16<float, float>, r1);
     CPU::set_threads(2);
-    const auto two = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16<float>, r2);
+    const auto two = check_case({256, 512, 300, false, true, false, 0}, bg::gemm_avx512bf16<float, float>, r2);
     CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 }
 #endif
@@ -196,5 +196,68 @@ TEST_CASE("bf16 weight copy: the portable path reads it bit for bit as rounding 
         bg::gemm_rounded(f32, c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C1.data(), ldc, false);
         bg::gemm_rounded(f32, c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C2.data(), ldc, false, bits.data());
         CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+    }
+}
+
+// ---- operands stored in bf16 (activations, core/precision.hpp's activation_dtype) ---------------------------
+
+TEST_CASE("bf16_gemm: A or B given as bf16 bits gives the product of the floats they were rounded from, bit for bit") {
+    Rng rng{57};
+    CPU::set_threads(2);
+    Autocast bf(Precision::bf16);
+    const bool fast = bg::has_avx512_bf16();
+    for (const Case& c : cases) {
+        const int rb = c.tb ? c.N : c.K, cb = c.tb ? c.K : c.N, ca = c.ta ? c.M : c.K, ra = c.ta ? c.K : c.M;
+        const int lda = ca + c.pad, ldb = cb + c.pad, ldc = c.N + c.pad;
+        auto A = random_floats(std::size_t(ra) * lda, rng), B = random_floats(std::size_t(rb) * ldb, rng);
+        const auto C0 = random_floats(std::size_t(c.M) * ldc, rng);
+        std::vector<std::uint16_t> a16(A.size()), b16(B.size());
+        cpu::round_to_bf16(A.data(), a16.data(), A.size(), fast);
+        cpu::round_to_bf16(B.data(), b16.data(), B.size(), fast);
+        INFO("M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << c.ta << " tb=" << c.tb << " pad=" << c.pad);
+        auto run = [&](auto* a, auto* b) {
+            auto C = C0;
+            cpu::bf16_gemm(c.ta, c.tb, c.M, c.N, c.K, a, lda, b, ldb, C.data(), ldc, c.acc);
+            return C;
+        };
+        auto rounded = C0;
+        cpu::autocast_gemm<float>(c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, rounded.data(), ldc, c.acc);
+        const auto from_a = run(a16.data(), B.data()), from_b = run(A.data(), b16.data()), both = run(a16.data(), b16.data());
+        CHECK(std::memcmp(from_a.data(), rounded.data(), rounded.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(from_b.data(), rounded.data(), rounded.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(both.data(), rounded.data(), rounded.size() * sizeof(float)) == 0);
+        // The bits are not ignored: other bits, another product.
+        a16[0] ^= 0x0040;
+        const auto other = run(a16.data(), B.data());
+        CHECK(std::memcmp(other.data(), rounded.data(), rounded.size() * sizeof(float)) != 0);
+    }
+}
+
+TEST_CASE("bf16_gemm counts its products, and those that read a weight copy") {
+    Rng rng{58};
+    Autocast bf(Precision::bf16);
+    auto A = random_floats(6 * 8, rng), B = random_floats(8 * 5, rng);
+    std::vector<float> C(6 * 5);
+    const std::uint64_t p0 = cpu::bf16_counters().products.load(), c0 = cpu::bf16_counters().from_copy.load();
+    cpu::autocast_gemm<float>(false, false, 6, 5, 8, A.data(), 8, B.data(), 5, C.data(), 5, false);
+    CHECK(cpu::bf16_counters().products.load() == p0 + 1);
+    CHECK(cpu::bf16_counters().from_copy.load() == c0);
+    {
+        cpu::Bf16WeightCopy copy;
+        cpu::use_bf16_weights_for_inference(copy, B.data(), B.size());  // under Autocast bf16: made
+        REQUIRE(copy.in_use());
+        cpu::autocast_gemm<float>(false, false, 6, 5, 8, A.data(), 8, B.data(), 5, C.data(), 5, false);
+    }
+    CHECK(cpu::bf16_counters().products.load() == p0 + 2);
+    CHECK(cpu::bf16_counters().from_copy.load() == c0 + 1);
+    CHECK(cpu::precision_report().find("precision bf16: ") == 0);
+    {
+        Autocast f32(Precision::f32);
+        cpu::Bf16WeightCopy copy;
+        cpu::use_bf16_weights_for_inference(copy, B.data(), B.size());  // f32: nothing to round
+        CHECK_FALSE(copy.in_use());
+        cpu::autocast_gemm<float>(false, false, 6, 5, 8, A.data(), 8, B.data(), 5, C.data(), 5, false);
+        CHECK(cpu::bf16_counters().products.load() == p0 + 2);  // an f32 product is not counted
+        CHECK(cpu::precision_report() == "precision f32");
     }
 }

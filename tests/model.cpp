@@ -265,6 +265,50 @@ TEST_CASE("dense model in bf16: loss, logits and every gradient match PyTorch's 
     CHECK(checked == int(spread.size()) - 2);  // every gradient in the golden (plus loss and logits)
 }
 
+TEST_CASE("dense model in bf16: activations stored in bf16 give the same loss, logits and gradients bit for bit") {
+    // core/precision.hpp: the RMSNorm outputs before q/k/v and the FFN and SwiGLU's output are read only by
+    // products, which round them to bf16 anyway, so storing them rounded changes no bit; the graph's activation
+    // memory falls by half of those tensors' bytes.
+    Golden<GoldenDense> gold("tiny_dense.safetensors");
+    struct Run {
+        std::vector<float> loss, logits;
+        std::vector<std::vector<float>> grads;
+        std::size_t peak = 0;
+    };
+    auto run = [&](bool bf16_activations) {
+        set_bf16_activations(bf16_activations);
+        for (auto& p : gold.model.params().all()) CPU::zero(p.var.grad);
+        Graph<CPU> g;
+        Run r;
+        {
+            Autocast autocast(Precision::bf16);
+            auto out = gold.model.forward(g, gold.ids, &gold.targets.tensor());
+            g.backward(*out.loss);
+            r.loss = {out.loss->data.data<float>()[0]};
+            r.logits.assign(out.logits->data.data<float>(), out.logits->data.data<float>() + out.logits->data.numel());
+        }
+        for (auto& p : gold.model.params().all())
+            r.grads.emplace_back(p.var.grad.data<float>(), p.var.grad.data<float>() + p.var.grad.numel());
+        r.peak = g.peak_bytes();
+        set_bf16_activations(true);
+        return r;
+    };
+    const Run f32_stored = run(false), bf16_stored = run(true);
+    MESSAGE("graph peak: " << f32_stored.peak << " bytes with f32 activations, " << bf16_stored.peak << " with bf16");
+    CHECK(std::memcmp(&bf16_stored.loss[0], &f32_stored.loss[0], sizeof(float)) == 0);
+    CHECK(bf16_stored.logits == f32_stored.logits);
+    REQUIRE(bf16_stored.grads.size() == f32_stored.grads.size());
+    int same = 0;
+    for (std::size_t i = 0; i < f32_stored.grads.size(); ++i)
+        same += std::memcmp(bf16_stored.grads[i].data(), f32_stored.grads[i].data(),
+                            f32_stored.grads[i].size() * sizeof(float)) == 0;
+    CHECK(same == int(f32_stored.grads.size()));
+    // The stored tensors did shrink: per layer, 2 RMSNorm outputs of (B T C) and SwiGLU's (B T F), 2 bytes each.
+    const std::size_t rows = std::size_t(gold.ids.tensor().numel());
+    const std::size_t saved = std::size_t(GoldenDense::layers) * rows * (2 * GoldenDense::hidden + GoldenDense::ffn) * 2;
+    CHECK(f32_stored.peak - bf16_stored.peak >= saved * 9 / 10);
+}
+
 TEST_CASE("MiniMind's torch.save() weights (.pth, pytorch_model.bin) load into the q/k norm model exactly") {
     // tests/golden/torch/minimind3_*.pth: tiny_qknorm's weights under MiniMind's state_dict names (lm_head
     // tied to the embedding), saved by torch.save in f32, f16 (MiniMind's trainer) and bf16.

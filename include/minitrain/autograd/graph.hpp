@@ -94,7 +94,7 @@ public:
     GradOut grad_of(Var& v) {
         if (!v.requires_grad) return {};
         if (!v.grad.defined()) {
-            v.grad = pool_.acquire(v.data.shape, v.data.dtype);
+            v.grad = pool_.acquire(v.data.shape, grad_dtype(v.data.dtype));
             return {v.grad, false};
         }
         return {v.grad, true};
@@ -142,6 +142,9 @@ public:
     std::size_t arena_growths() const { return data_.growths() + grads_.growths() + host_.growths(); }
 
 private:
+    /// Gradients are f32 for an activation stored in bf16 (ops/activation_dtype: read only by bf16 products).
+    static DType grad_dtype(DType data) { return data == DType::bf16 ? DType::f32 : data; }
+
     struct Node {
         Var* outputs[2];
         void (*run)(void*, Graph&);
@@ -157,7 +160,7 @@ private:
             if (!any) continue;  // nothing downstream needs this node's inputs
             for (Var* v : n.outputs)
                 if (v && !v->grad.defined()) {  // the other output of a pair got no gradient: zero
-                    v->grad = pool_.acquire(v->data.shape, v->data.dtype);
+                    v->grad = pool_.acquire(v->data.shape, grad_dtype(v->data.dtype));
                     Backend::zero(v->grad);
                 }
             n.run(n.closure, *this);

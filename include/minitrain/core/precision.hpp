@@ -18,6 +18,10 @@
 // Where the CPU backend differs from torch's CPU autocast, and why:
 //   * torch rounds a matmul's *output* to bf16 as well (the tensor is bf16); here outputs stay f32. It is
 //     the more accurate choice and costs nothing (the accumulators are f32 either way).
+//   * activations that only products read (forward and backward) are stored in bf16 by the op that makes them
+//     (activation_dtype below): the RMSNorm before q/k/v and before the FFN, and SwiGLU's output before
+//     down_proj, where no LoRA adapter reads them; the GEMM packs their bits as it would have packed their
+//     rounding, so results are the same bit for bit, with half the memory for those tensors.
 //   * the weights are rounded to bf16 once per optimizer step (and per evaluation or sample) into a copy that
 //     the products read (backend/cpu/bf16_weights.hpp, made by the trainer); activations and the operands of
 //     the other products are rounded while the GEMM packs them (backend/cpu/gemm_bf16.hpp). Both roundings
@@ -34,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "dtype.hpp"
 #include "error.hpp"
 
 namespace minitrain {
@@ -77,6 +82,32 @@ inline std::atomic<Precision>& matmul_precision_slot() {
 
 /// The precision matrix products run in now (f32 unless inside an Autocast scope).
 inline Precision matmul_precision() { return detail::matmul_precision_slot().load(std::memory_order_relaxed); }
+
+namespace detail {
+inline std::atomic<bool>& bf16_activations_slot() {
+    static std::atomic<bool> on{true};
+    return on;
+}
+}  // namespace detail
+
+/// Whether activations read only by products are stored in bf16 under Autocast bf16 (on by default). Off: they
+/// stay f32 and the products round them while packing; the results are the same bit for bit. For the tests and
+/// benchmarks that compare the two.
+inline void set_bf16_activations(bool on) { detail::bf16_activations_slot().store(on); }
+inline bool bf16_activations_enabled() { return detail::bf16_activations_slot().load(std::memory_order_relaxed); }
+
+/// Who reads an op's output: anything, or only matrix products (as their A operand in the forward, their B in
+/// dW = dY^T x).
+enum class ReadBy : unsigned char { any, matmuls };
+
+/// The type an op on the CPU stores its f32 output in: bf16 when only products read it and they run in bf16 (they
+/// would round it to bf16 anyway), else `natural`.
+inline DType activation_dtype(DType natural, ReadBy readers) {
+    return natural == DType::f32 && readers == ReadBy::matmuls && matmul_precision() == Precision::bf16 &&
+                   bf16_activations_enabled()
+               ? DType::bf16
+               : natural;
+}
 
 /// Runs the products of its lifetime in precision `p`; the previous precision comes back at the end.
 class Autocast {

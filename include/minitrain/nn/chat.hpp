@@ -272,6 +272,9 @@ public:
         if constexpr (std::is_same_v<B, CPU>) {
             load_pretrained(dir, model_);
             if (!adapter.empty()) sites_ = merge_peft_adapter(adapter, model_);
+            // Under Autocast bf16 (chat --dtype bf16): the merged weights rounded once for every reply.
+            cpu::use_bf16_weights_for_inference(bf16_copy_, model_.params().data().template data<float>(),
+                                                model_.params().count());
         } else {
             // The adapter merge runs on the CPU (merge_peft_adapter); the merged slab then goes up in one copy.
             Transformer<Net, CPU> host(model_.config());
@@ -292,6 +295,7 @@ public:
 private:
     Tokenizer tok_;
     Transformer<Net, B> model_;
+    cpu::Bf16WeightCopy bf16_copy_;  // after model_: released before the weights it stands for go away
     std::optional<ChatSession<Net, B>> session_;
     int sites_ = 0;
 };

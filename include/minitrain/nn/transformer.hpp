@@ -160,8 +160,10 @@ public:
         for (int i = 0; i < L; ++i) {
             Layer& l = layers_[std::size_t(i)];
             // attention block
-            Var& h = rmsnorm(g, *x, *l.attn_norm, Net::rms_eps);                                  // (B, T, C)
             const LoRALayerAdapters* la = lora_ ? &lora_->layers[std::size_t(i)] : nullptr;  // attached adapters
+            // Read only by q/k/v's products unless an adapter reads it too (bf16 storage: core/precision.hpp).
+            const ReadBy h_readers = la && (la->q || la->k || la->v) ? ReadBy::any : ReadBy::matmuls;
+            Var& h = rmsnorm(g, *x, *l.attn_norm, Net::rms_eps, h_readers);                        // (B, T, C)
             Var& hq = project(g, h, *l.wq, la ? &la->q : nullptr);                 // (B, T, H*D)
             Var& hk = project(g, h, *l.wk, la ? &la->k : nullptr);                 // (B, T, KV*D)
             Var& hv = project(g, h, *l.wv, la ? &la->v : nullptr);                 // (B, T, KV*D)
@@ -184,7 +186,10 @@ public:
             Var& ho = project(g, reshape(g, *a, {Bn, T, H * D}), *l.wo, la ? &la->o : nullptr);  // (B, T, C)
             x = &add(g, *x, dropout(g, ho, dropout_));
             // feed-forward block
-            Var& h2 = rmsnorm(g, *x, *l.mlp_norm, Net::rms_eps);
+            // Read only by the fused gate|up product in a dense MLP without adapters on gate/up.
+            const ReadBy h2_readers =
+                Net::moe || (la && (la->mlp.gate || la->mlp.up)) ? ReadBy::any : ReadBy::matmuls;
+            Var& h2 = rmsnorm(g, *x, *l.mlp_norm, Net::rms_eps, h2_readers);
             Var* f;
             if constexpr (Net::moe) {
                 Var* layer_aux = nullptr;
@@ -279,7 +284,8 @@ private:
         } else {
             h = &linear(g, x, gate_up(g, m));  // (..., 2F)
         }
-        return project(g, swiglu(g, *h), *m.down, a ? &a->down : nullptr);
+        // down_proj's product is swiglu's only reader unless an adapter on down reads it too.
+        return project(g, swiglu(g, *h, a && a->down ? ReadBy::any : ReadBy::matmuls), *m.down, a ? &a->down : nullptr);
     }
 
     /// MiniMind's MOEFeedForward: routed experts (top-k of E, renormalized) plus shared experts.

@@ -7,11 +7,12 @@
 namespace minitrain {
 
 /// y = x w^T.   x: (..., K)  w: (M, K)  ->  y: (..., M)
+/// x may be stored in bf16 (ReadBy::matmuls, core/precision.hpp): y is then in w's type (f32), as are the gradients.
 template <class B>
 Var& linear(Graph<B>& g, Var& x, Var& w) {
     Shape ys = x.data.shape;
     ys.dims[ys.rank - 1] = w.data.shape[0];
-    Var& y = g.make(ys, x.data.dtype, g.needs_grad(x, w));
+    Var& y = g.make(ys, x.data.dtype == DType::bf16 ? w.data.dtype : x.data.dtype, g.needs_grad(x, w));
     linear_forward(B{}, y.data, x.data, w.data);
     if (y.requires_grad)
         g.record({&y}, [px = &x, pw = &w, py = &y](Graph<B>& g) {

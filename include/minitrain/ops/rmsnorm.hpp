@@ -8,9 +8,12 @@
 namespace minitrain {
 
 /// x: (..., C)  w: (C)  ->  y: (..., C)
+/// readers: ReadBy::matmuls when only linear layers read y (then, on the CPU under Autocast bf16, y is stored in
+/// bf16: core/precision.hpp's activation_dtype; its gradient stays f32).
 template <class B>
-Var& rmsnorm(Graph<B>& g, Var& x, Var& w, double eps = 1e-5) {
-    Var& y = g.make(x.data.shape, x.data.dtype, g.needs_grad(x, w));
+Var& rmsnorm(Graph<B>& g, Var& x, Var& w, double eps = 1e-5, ReadBy readers = ReadBy::any) {
+    const DType yt = B::device == Device::cpu ? activation_dtype(x.data.dtype, readers) : x.data.dtype;
+    Var& y = g.make(x.data.shape, yt, g.needs_grad(x, w));
     Tensor rstd = y.requires_grad ? g.scratch(Shape{x.data.shape.rows()}, x.data.dtype) : Tensor{};  // (N)
     rmsnorm_forward(B{}, y.data, rstd, x.data, w.data, eps);
     if (y.requires_grad)

@@ -55,6 +55,10 @@ EvalSummary evaluate_folder(const EvalOptions& o, Before before = nullptr) {
     Pretrain::Data data(c);
     Transformer<Net, Backend> model(mc);
     load_pretrained(dir, model);
+    cpu::Bf16WeightCopy bf16_copy;  // eval --dtype bf16 on the CPU: the weights rounded once for every batch
+    if constexpr (Backend::device == Device::cpu)
+        cpu::use_bf16_weights_for_inference(bf16_copy, model.params().data().template data<float>(),
+                                            model.params().count());
 
     EvalSummary s;
     s.batches = data.val_batches();

@@ -26,6 +26,7 @@
 
 #include "../../core/dtype.hpp"
 #include "../../core/error.hpp"
+#include "gemm_bf16.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -103,6 +104,16 @@ inline void round_to_bf16(const float* src, std::uint16_t* dst, std::size_t n, b
     }
 #endif
     (void)avx512_bf16;
+    for (std::size_t i = 0; i < n; ++i) dst[i] = minitrain::bf16(src[i]).bits;
+}
+
+/// round_to_bf16 on the calling thread with this CPU's kernel rounding: for an op that stores its output in bf16
+/// (core/precision.hpp's activation_dtype) row by row, inside its own parallel loop. The words equal what the bf16
+/// GEMM's packing makes of the floats, so a product reading them gives the result it gives on the floats.
+inline void store_bf16(const float* src, std::uint16_t* dst, std::size_t n) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (bf16gemm::has_avx512_bf16()) return detail::round_bf16_avx512(src, dst, n);
+#endif
     for (std::size_t i = 0; i < n; ++i) dst[i] = minitrain::bf16(src[i]).bits;
 }
 

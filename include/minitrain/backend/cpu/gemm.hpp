@@ -13,10 +13,13 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <new>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -136,9 +139,72 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
         detail::eigen_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
+/// How many products ran in bf16 in this process, and how many of them packed B from a registered bf16 copy of
+/// the weights: the evidence a program prints (precision_report) that --dtype bf16 took the bf16 path rather
+/// than silently running f32. Relaxed atomics: one increment per product, nothing next to its arithmetic.
+struct Bf16Counters {
+    std::atomic<std::uint64_t> products{0};
+    std::atomic<std::uint64_t> from_copy{0};
+};
+inline Bf16Counters& bf16_counters() {
+    static Bf16Counters c;
+    return c;
+}
+
+namespace detail {
+inline const float* as_floats(const float* p, std::int64_t, std::int64_t, std::int64_t, std::vector<float>&) { return p; }
+/// bf16 bits (rows x cols, row stride ld) widened to the floats they stand for, for the portable path.
+inline const float* as_floats(const std::uint16_t* p, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                              std::vector<float>& out) {
+    out.resize(std::size_t(rows * ld));
+    for (std::int64_t i = 0; i < rows; ++i)
+        for (std::int64_t j = 0; j < cols; ++j) {
+            minitrain::bf16 w;
+            w.bits = p[i * ld + j];
+            out[std::size_t(i * ld + j)] = float(w);
+        }
+    return out.data();
+}
+}  // namespace detail
+
+/// The bf16 product: C = bf16(op(A)) bf16(op(B)) accumulated in f32. Each operand is f32 (rounded while packed) or
+/// bf16 bits (ASrc/BSrc = std::uint16_t: an activation stored in bf16, core/precision.hpp's activation_dtype);
+/// the bits give the same product, bit for bit, as the floats they were rounded from. An f32 B inside a
+/// registered Bf16WeightCopy is packed from the copy's bits.
+template <class ASrc, class BSrc>
+void bf16_gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const ASrc* A,
+               std::int64_t lda, const BSrc* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
+    if (M == 0 || N == 0) return;
+    bf16_counters().products.fetch_add(1, std::memory_order_relaxed);
+    if (K == 0) {
+        if (!accumulate)
+            for (std::int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, std::size_t(N) * sizeof(float));
+        return;
+    }
+    const std::uint16_t* b_bits = nullptr;
+    if constexpr (std::is_same_v<BSrc, float>) {
+        // op(B) is (K, N): stored (N, K) when transposed; its last element is that far from B.
+        const std::size_t extent = std::size_t(trans_b ? (N - 1) * ldb + K : (K - 1) * ldb + N);
+        b_bits = bf16_copy_of(B, extent);
+        if (b_bits) bf16_counters().from_copy.fetch_add(1, std::memory_order_relaxed);
+    }
+#if defined(MINITRAIN_BF16_KERNEL)
+    if (bf16gemm::has_avx512_bf16()) {
+        if constexpr (std::is_same_v<BSrc, float>)
+            if (b_bits) return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, b_bits, ldb, C, ldc, accumulate);
+        return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    }
+#endif
+    // Portable: bf16 operands widened (exact), then rounded again by gemm_rounded (a no-op on bf16 values).
+    std::vector<float> wa, wb;
+    const float* a = detail::as_floats(A, trans_a ? K : M, trans_a ? M : K, lda, wa);
+    const float* b = detail::as_floats(B, trans_b ? N : K, trans_b ? K : N, ldb, wb);
+    bf16gemm::gemm_rounded(gemm<float>, trans_a, trans_b, M, N, K, a, lda, b, ldb, C, ldc, accumulate, b_bits);
+}
+
 /// The product a model's matmul runs (linear, attention, LoRA): gemm in the precision of the Autocast scope
-/// (core/precision.hpp). bf16 rounds both inputs to bf16 and accumulates in f32: the vdpbf16ps kernel where
-/// the CPU has AVX512-BF16, else the rounded copies through the f32 kernel (the same values up to the order
+/// (core/precision.hpp). bf16 rounds both inputs to bf16 and accumulates in f32 (bf16_gemm): the vdpbf16ps kernel
+/// where the CPU has AVX512-BF16, else the rounded copies through the f32 kernel (the same values up to the order
 /// of the f32 additions). When B lies in a registered Bf16WeightCopy (a weight: every model product has its
 /// weight as B), its bf16 bits are packed instead of rounding the floats again (bf16_weights.hpp): the same
 /// product bit for bit. f64 (the tests' reference) ignores the scope.
@@ -147,29 +213,31 @@ void autocast_gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, s
                    std::int64_t lda, const T* B, std::int64_t ldb, T* C, std::int64_t ldc, bool accumulate) {
     if constexpr (std::is_same_v<T, float>) {
         const Precision p = matmul_precision();
-        if (p == Precision::bf16) {
-            if (M == 0 || N == 0) return;
-            if (K == 0) {
-                if (!accumulate)
-                    for (std::int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, std::size_t(N) * sizeof(float));
-                return;
-            }
-            // op(B) is (K, N): stored (N, K) when transposed; its last element is that far from B.
-            const std::size_t extent = std::size_t(trans_b ? (N - 1) * ldb + K : (K - 1) * ldb + N);
-            const std::uint16_t* b_bits = bf16_copy_of(B, extent);
-#if defined(MINITRAIN_BF16_KERNEL)
-            if (bf16gemm::has_avx512_bf16()) {
-                if (b_bits) return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, b_bits, ldb, C, ldc, accumulate);
-                return bf16gemm::gemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-            }
-#endif
-            return bf16gemm::gemm_rounded(gemm<float>, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate,
-                                          b_bits);
-        }
+        if (p == Precision::bf16) return bf16_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
         MT_CHECK(p == Precision::f32, "cpu::gemm: fp16 products need fast half arithmetic, which the CPU backend does not "
                  "have; bf16 is this CPU's fast type (--dtype bf16)");
     }
     gemm<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+/// For a program that only reads its weights (generate, chat, eval, serve): when the products run in bf16 (an
+/// Autocast bf16 scope is open), rounds f32[0 : n) once into `copy` for the rest of the run, so that no product
+/// rounds a weight again (generation packs every weight once per token). The caller must not change the floats
+/// while the copy is in use (merge adapters first). In f32 it does nothing.
+inline void use_bf16_weights_for_inference(Bf16WeightCopy& copy, const float* f32, std::size_t n) {
+    if (matmul_precision() != Precision::bf16 || !bf16_weight_copies_enabled()) return;
+    copy.use(f32, n, bf16gemm::has_avx512_bf16());
+}
+
+/// One line for a program's log: "precision f32", or "precision bf16: N matrix products in bf16 (M of them read
+/// the bf16 copy of the weights)", counted since the process started (bf16_counters).
+inline std::string precision_report() {
+    const Precision p = matmul_precision();
+    std::string s = "precision " + std::string(precision_name(p));
+    if (p == Precision::bf16)
+        s += ": " + std::to_string(bf16_counters().products.load()) + " matrix products in bf16 (" +
+             std::to_string(bf16_counters().from_copy.load()) + " of them read the bf16 copy of the weights)";
+    return s;
 }
 
 }  // namespace minitrain::cpu

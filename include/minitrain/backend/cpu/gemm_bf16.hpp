@@ -193,6 +193,40 @@ MT_BF16_TARGET inline void pack_a(bool trans, const float* A, std::int64_t lda, 
     }
 }
 
+/// pack_a from bf16 bits (an activation stored in bf16, core/precision.hpp's activation_dtype): the same words as
+/// pack_a of the floats they were rounded from.
+MT_BF16_TARGET inline void pack_a(bool trans, const std::uint16_t* A, std::int64_t lda, std::int64_t m0, std::int64_t mc,
+                                  std::int64_t k0, std::int64_t kc, std::uint32_t* dst) {
+    const std::int64_t kp = (kc + 1) / 2;
+    for (std::int64_t p = 0; p < mc; p += MR, dst += MR * kp) {
+        const std::int64_t rows = std::min<std::int64_t>(MR, mc - p);
+        if (trans) {  // A stored (K, M): rows 2kp and 2kp+1 widened to words, the upper row in the high half
+            const std::uint16_t* src = A + k0 * lda + m0 + p;
+            const __mmask16 r = lanes16(rows);
+            for (std::int64_t q = 0; q < kp; ++q) {
+                const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(r, src + 2 * q * lda));
+                const __m512i hi = 2 * q + 1 < kc
+                                       ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(r, src + (2 * q + 1) * lda)), 16)
+                                       : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(dst + q * MR, __mmask16(0x0fff), _mm512_or_si512(lo, hi));
+            }
+            continue;
+        }
+        // A stored (M, K): a row's 32 consecutive bf16 are its 16 pairs; transpose 16 x 16 words.
+        const std::uint16_t* src = A + (m0 + p) * lda + k0;
+        for (std::int64_t k = 0; k < kc; k += 32) {
+            const std::int64_t left = kc - k;
+            const __mmask32 m = left >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << left) - 1);
+            __m512i w[16];
+            for (std::int64_t i = 0; i < 16; ++i)
+                w[i] = i < rows ? _mm512_maskz_loadu_epi16(m, src + i * lda + k) : _mm512_setzero_si512();
+            transpose16(w);
+            for (std::int64_t q = 0; q < 16 && k / 2 + q < kp; ++q)
+                _mm512_mask_storeu_epi32(dst + (k / 2 + q) * MR, __mmask16(0x0fff), w[q]);
+        }
+    }
+}
+
 /// Depth k0..k0+kc, columns n0..n0+nc of op(B) into 32-column panels of pairs, b[panel][kp][j]; zero
 /// columns past nc.
 MT_BF16_TARGET inline void pack_b(bool trans, const float* B, std::int64_t ldb, std::int64_t k0, std::int64_t kc,
@@ -268,10 +302,11 @@ MT_BF16_TARGET inline void pack_b(bool trans, const std::uint16_t* B, std::int64
     }
 }
 
-/// The block C[m0:m1, n0:n1] over all of K, on the calling thread. BSrc: float, or std::uint16_t for B's bf16 bits.
-template <class BSrc>
+/// The block C[m0:m1, n0:n1] over all of K, on the calling thread. ASrc, BSrc: float, or std::uint16_t for bf16
+/// bits (an operand stored in bf16: an activation, or a weight's Bf16WeightCopy).
+template <class ASrc, class BSrc>
 MT_BF16_TARGET void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t m1, std::int64_t n0,
-                               std::int64_t n1, std::int64_t K, const float* A, std::int64_t lda, const BSrc* B,
+                               std::int64_t n1, std::int64_t K, const ASrc* A, std::int64_t lda, const BSrc* B,
                                std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
     const std::int64_t kp_max = (std::min(KC, K) + 1) / 2;
     const std::int64_t nc_max = std::min(NC, (n1 - n0 + NR - 1) / NR * NR);
@@ -299,9 +334,10 @@ MT_BF16_TARGET void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std:
 }
 
 /// The AVX512-BF16 product (the CPU must have it: see has_avx512_bf16). Threads split C as the f32 kernel does.
-/// B is f32 (rounded while packed) or the bf16 bits of a Bf16WeightCopy (the same product bit for bit).
-template <class BSrc>
-void gemm_avx512bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+/// A and B are f32 (rounded while packed) or bf16 bits (a bf16 activation, a Bf16WeightCopy): the same product bit
+/// for bit as from the floats the bits were rounded from.
+template <class ASrc, class BSrc>
+void gemm_avx512bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const ASrc* A,
                      std::int64_t lda, const BSrc* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
     split_gemm(M, N, K, MR, NR, [&](std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1) {
         gemm_block(trans_a, trans_b, m0, m1, n0, n1, K, A, lda, B, ldb, C, ldc, accumulate);

@@ -10,9 +10,11 @@
 // N = rows (all leading dimensions), C = channels (the normalized last dimension), P = row chunks.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "bf16_weights.hpp"
 #include "cpu.hpp"
 
 namespace minitrain {
@@ -27,13 +29,41 @@ inline void check_rmsnorm(const Tensor& x, const Tensor& w, const char* op) {
 
 /// y = x * rstd * w;  rstd[n] = 1 / sqrt(mean_c x[n, c]^2 + eps).
 /// x, y: (N, C) (any leading shape)  w: (C)  rstd: (N), or undefined when no backward will follow.
+/// y may be bf16 for an f32 x (an output only bf16 products read, core/precision.hpp): computed in f32, then
+/// rounded as the bf16 GEMM's packing rounds (cpu::store_bf16); the backward never reads y.
 inline void rmsnorm_forward(CPU, const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, double eps) {
     cpu::check_rmsnorm(x, w, "rmsnorm");
-    check_same(y, x, "rmsnorm", "output", "input");
+    if (y.dtype == DType::bf16 && x.dtype == DType::f32) {
+        check_shape(y, x.shape, "rmsnorm", "output");
+    } else {
+        check_same(y, x, "rmsnorm", "output", "input");
+    }
     const std::int64_t N = x.shape.rows(), C = x.shape.cols();
     if (rstd) {
         MT_CHECK(rstd.numel() == N && rstd.dtype == x.dtype, "rmsnorm: rstd must hold ", N, " ",
                  dtype_name(x.dtype), " values, found ", rstd.shape, " ", dtype_name(rstd.dtype));
+    }
+    if (y.dtype == DType::bf16) {
+        using In = Eigen::Map<const Eigen::ArrayXf>;
+        using Out = Eigen::Map<Eigen::ArrayXf>;
+        constexpr std::int64_t tile = 256;  // a row's f32 values go through a stack tile on their way to bf16
+        const float* xp = x.data<float>();  // (N, C)
+        std::uint16_t* yp = static_cast<std::uint16_t*>(y.ptr);  // (N, C) bf16 bits
+        float* rp = rstd ? rstd.data<float>() : nullptr;  // (N)
+        const float* wp = w.data<float>();  // (C)
+#pragma omp parallel for schedule(static) if (N * C >= (1 << 15))
+        for (std::int64_t n = 0; n < N; ++n) {
+            In xr(xp + n * C, C);
+            const float r = 1.0f / std::sqrt(xr.square().sum() / float(C) + float(eps));
+            if (rp) rp[n] = r;
+            alignas(64) float buf[tile];
+            for (std::int64_t c0 = 0; c0 < C; c0 += tile) {  // elementwise products: exact per element, any tiling
+                const std::int64_t len = std::min(tile, C - c0);
+                Out(buf, len) = (In(xp + n * C + c0, len) * r) * In(wp + c0, len);
+                cpu::store_bf16(buf, yp + n * C + c0, std::size_t(len));
+            }
+        }
+        return;
     }
     dispatch_floating(x.dtype, "rmsnorm", [&]<class T>() {
         using In = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "bf16_weights.hpp"
 #include "cpu.hpp"
 
 namespace minitrain {
@@ -20,14 +21,35 @@ inline std::int64_t check_swiglu(const Tensor& y, const Tensor& h, const char* o
     Shape ys = h.shape;
     ys.dims[ys.rank - 1] /= 2;
     check_shape(y, ys, op, "output");
-    MT_CHECK(y.dtype == h.dtype, op, ": output is ", dtype_name(y.dtype), " but input is ", dtype_name(h.dtype));
+    MT_CHECK(y.dtype == h.dtype || (y.dtype == DType::bf16 && h.dtype == DType::f32), op, ": output is ",
+             dtype_name(y.dtype), " but input is ", dtype_name(h.dtype));
     return ys.cols();
 }
 }  // namespace cpu
 
 /// y = silu(h[:, :F]) * h[:, F:].   h: (N, 2F)  y: (N, F)
+/// y may be bf16 for an f32 h (down_proj's input under autocast bf16, core/precision.hpp): computed in f32 tile by
+/// tile, then rounded as the bf16 GEMM's packing rounds (cpu::store_bf16); the backward reads only h.
 inline void swiglu_forward(CPU, const Tensor& y, const Tensor& h) {
     const std::int64_t F = cpu::check_swiglu(y, h, "swiglu"), N = h.shape.rows();
+    if (y.dtype == DType::bf16) {
+        using In = Eigen::Map<const Eigen::ArrayXf>;
+        using Out = Eigen::Map<Eigen::ArrayXf>;
+        constexpr std::int64_t tile = 256;  // a multiple of the vector width: the f32 path's packets, element for element
+        const float* hp = h.data<float>();                       // (N, 2F)
+        std::uint16_t* yp = static_cast<std::uint16_t*>(y.ptr);  // (N, F) bf16 bits
+#pragma omp parallel for schedule(static) if (N * F >= (1 << 14))
+        for (std::int64_t n = 0; n < N; ++n) {
+            alignas(64) float buf[tile];
+            for (std::int64_t f0 = 0; f0 < F; f0 += tile) {
+                const std::int64_t len = std::min(tile, F - f0);
+                In a(hp + n * 2 * F + f0, len), b(hp + n * 2 * F + F + f0, len);
+                Out(buf, len) = a / (1.0f + (-a).exp()) * b;
+                cpu::store_bf16(buf, yp + n * F + f0, std::size_t(len));
+            }
+        }
+        return;
+    }
     dispatch_floating(h.dtype, "swiglu", [&]<class T>() {
         using In = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
         using Out = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
