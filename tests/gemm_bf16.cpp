@@ -9,6 +9,9 @@
 
 #include <minitrain/backend/cpu/gemm.hpp>
 #include <minitrain/backend/cpu/gemm_bf16.hpp>
+#include <minitrain/backend/cpu/rmsnorm.hpp>
+#include <minitrain/backend/cpu/swiglu.hpp>
+#include <minitrain/memory/arena.hpp>
 
 #include "support/gradcheck.hpp"
 
@@ -259,5 +262,33 @@ TEST_CASE("bf16_gemm counts its products, and those that read a weight copy") {
         cpu::autocast_gemm<float>(false, false, 6, 5, 8, A.data(), 8, B.data(), 5, C.data(), 5, false);
         CHECK(cpu::bf16_counters().products.load() == p0 + 2);  // an f32 product is not counted
         CHECK(cpu::precision_report() == "precision f32");
+    }
+}
+
+TEST_CASE("rmsnorm and swiglu with a bf16 output: the kernel rounding of their f32 output, bit for bit") {
+    // Rows of 300 and 700 values: more than one 256-value tile, and a tail that is not a whole vector.
+    Rng rng{59};
+    for (const std::int64_t C : {std::int64_t(300), std::int64_t(700)}) {
+        CAPTURE(C);
+        const std::int64_t N = 37;
+        Buffer<CPU> x(Shape{N, C}, DType::f32), w(Shape{C}, DType::f32), h(Shape{N, 2 * C}, DType::f32);
+        auto fill = [&](Buffer<CPU>& b, double scale) {
+            for (std::int64_t i = 0; i < b.tensor().numel(); ++i) b.tensor().data<float>()[i] = float((rng.uniform() * 2 - 1) * scale);
+        };
+        fill(x, 3), fill(w, 1), fill(h, 6);
+        Buffer<CPU> y32(Shape{N, C}, DType::f32), y16(Shape{N, C}, DType::bf16), r32(Shape{N}, DType::f32), r16(Shape{N}, DType::f32);
+        auto same_rounding = [&](const char* what) {
+            std::vector<std::uint16_t> want(std::size_t(N * C));
+            cpu::store_bf16(y32.tensor().data<float>(), want.data(), want.size());
+            INFO(what);
+            CHECK(std::memcmp(want.data(), y16.tensor().ptr, want.size() * 2) == 0);
+        };
+        rmsnorm_forward(CPU{}, y32.tensor(), r32.tensor(), x.tensor(), w.tensor(), 1e-5);
+        rmsnorm_forward(CPU{}, y16.tensor(), r16.tensor(), x.tensor(), w.tensor(), 1e-5);
+        same_rounding("rmsnorm");
+        CHECK(std::memcmp(r32.tensor().ptr, r16.tensor().ptr, std::size_t(N) * 4) == 0);  // rstd: the same f32 values
+        swiglu_forward(CPU{}, y32.tensor(), h.tensor());
+        swiglu_forward(CPU{}, y16.tensor(), h.tensor());
+        same_rounding("swiglu");
     }
 }
