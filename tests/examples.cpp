@@ -32,13 +32,13 @@ TEST_CASE("with_preset calls the lambda with the named preset's Model policy") {
     CHECK(shape("gpt2-small") == std::vector<int>{12, 768, 12, 12, 0});
     int calls = 0;
     CHECK_THROWS_WITH_AS(with_preset("huge", [&]<class>() { ++calls; }),
-                         "unknown preset \"huge\"; the compiled presets are tiny, test, test-qknorm, quickstart, "
+                         "unknown preset \"huge\"; the compiled presets are tiny, test, test-qknorm, test-moe3, quickstart, "
                          "minimind2-small, minimind2-small-moe, minimind3, minimind3-moe, gpt2-small",
                          Error);
     CHECK(calls == 0);
     CHECK(shape("minimind3") == std::vector<int>{8, 768, 8, 4, 0});
     CHECK(shape("minimind3-moe") == std::vector<int>{8, 768, 8, 4, 1});
-    CHECK(preset_names().size() == 9);
+    CHECK(preset_names().size() == 10);
     CHECK(preset_descriptions().find("minimind2-small-moe") != std::string::npos);
 }
 
@@ -94,7 +94,7 @@ TEST_CASE("config.json names its preset; the quickstart's model is a preset") {
     other["minitrain"]["preset"] = "my3";
     CHECK_THROWS_WITH_AS(preset_for_config(other, "m/config.json"),
                          doctest::Contains("m/config.json: the model was trained as preset \"my3\", which this program was "
-                                           "not compiled with (the compiled presets are tiny, test, test-qknorm, quickstart"),
+                                           "not compiled with (the compiled presets are tiny, test, test-qknorm, test-moe3, quickstart"),
                          Error);
     // A name that disagrees with the architecture loses to the architecture.
     j = hf_config<TinyModel>(ModelConfig{});
@@ -107,14 +107,14 @@ TEST_CASE("a config.json that matches no preset: the field no preset has, with e
     j["num_hidden_layers"] = 6;
     CHECK_THROWS_WITH_AS(preset_for_config(j, "run/final/config.json"),
                          "run/final/config.json: num_hidden_layers is 6; no compiled preset has that (tiny has 4, "
-                         "test has 2, test-qknorm has 2, quickstart has 4, minimind2-small has 8, minimind2-small-moe has 8, "
+                         "test has 2, test-qknorm has 2, test-moe3 has 2, quickstart has 4, minimind2-small has 8, minimind2-small-moe has 8, "
                          "minimind3 has 8, minimind3-moe has 8, gpt2-small has 12)",
                          Error);
 
     j = config_of("minimind2-small");
     j["num_key_value_heads"] = 1;  // (the quickstart preset has 4)
     CHECK_THROWS_WITH_AS(preset_for_config(j), doctest::Contains("config.json: num_key_value_heads is 1; no compiled preset "
-                                                                 "has that (tiny has 2, test has 2, test-qknorm has 2, quickstart has 4, "
+                                                                 "has that (tiny has 2, test has 2, test-qknorm has 2, test-moe3 has 2, quickstart has 4, "
                                                                  "minimind2-small has 2"),
                          Error);
 
