@@ -87,17 +87,58 @@ inline PolicyLossOptions policy_loss_options(const TrainConfig& c) {
     return o;
 }
 
+/// One prompt of an RL batch (GRPO, PPO): its tokens, its text and its reference answer.
+struct RlPrompt {
+    std::vector<std::int32_t> ids;
+    std::string text, reference;
+};
+
+/// The id of <|im_end|>, which ends every sampled reply; `who` names the task in the error.
+inline int rl_reply_end(const Tokenizer& tok, const char* who) {
+    auto id = tok.find("<|im_end|>");
+    MT_CHECK(id, who, ": the tokenizer has no \"<|im_end|>\" token: replies could not end");
+    return *id;
+}
+
+/// Row p of a host batch (ids, targets: (rows, T) i32) as an RL prompt: the ids through
+/// "<|im_start|>assistant\n" of the first supervised span, and that span's text before <|im_end|> as the
+/// reference. Empty ids for a row without targets.
+inline RlPrompt rl_prompt_of(const Tensor& ids_t, const Tensor& targets_t, int p, std::int64_t T, const Tokenizer& tok,
+                             int eos) {
+    const std::int32_t* ids = ids_t.data<std::int32_t>() + std::int64_t(p) * T;
+    const std::int32_t* tgt = targets_t.data<std::int32_t>() + std::int64_t(p) * T;
+    RlPrompt pr;
+    std::int64_t first = -1;
+    for (std::int64_t t = 0; t < T && first < 0; ++t)
+        if (tgt[t] != ignore_index) first = t;
+    if (first < 0) return pr;
+    pr.ids.assign(ids, ids + first + 1);  // position `first` predicts the first reply token
+    std::vector<std::int32_t> ref;
+    for (std::int64_t t = first; t < T && tgt[t] != ignore_index && tgt[t] != eos; ++t) ref.push_back(tgt[t]);
+    pr.reference = tok.decode(ref);
+    pr.text = tok.decode(pr.ids);
+    return pr;
+}
+
+/// The reward of reply t (sampled ids, ending with eos when it finished) to prompt pr.
+inline double rl_score(const RewardFn& reward, const RlPrompt& pr, const std::vector<std::int32_t>& t, int eos,
+                       const Tokenizer& tok) {
+    const bool finished = !t.empty() && t.back() == eos;
+    // A model whose vocab_size exceeds the tokenizer's can sample ids that have no text: they read as nothing.
+    std::vector<std::int32_t> known;
+    for (std::size_t k = 0; k + (finished ? 1 : 0) < t.size(); ++k)
+        if (t[k] >= 0 && t[k] < tok.vocab_size()) known.push_back(t[k]);
+    Completion c{pr.text, tok.decode(known), pr.reference, int(t.size()), finished};
+    return reward(c);
+}
+
 template <class Model>
 class GRPO::Objective {
 public:
     using Backend = typename Model::backend;
     using Net = typename Model::net;
 
-    /// One prompt of the current batch: its tokens and its reference answer.
-    struct Prompt {
-        std::vector<std::int32_t> ids;
-        std::string text, reference;
-    };
+    using Prompt = RlPrompt;
 
     /// What the last rollout produced (host numbers), for tests and reports.
     struct Rollout {
@@ -246,41 +287,14 @@ public:
     }
 
 private:
-    static int im_end(const Tokenizer& tok) {
-        auto id = tok.find("<|im_end|>");
-        MT_CHECK(id, "grpo: the tokenizer has no \"<|im_end|>\" token: replies could not end");
-        return *id;
-    }
+    static int im_end(const Tokenizer& tok) { return rl_reply_end(tok, "grpo"); }
 
-    /// Prompt p of the host batch: the ids through "<|im_start|>assistant\n" of the first supervised span,
-    /// and that span's text before <|im_end|> as the reference. Empty ids for a row without targets.
-    Prompt prompt_of(int p, const Tokenizer& tok, int eos) const {
-        const std::int32_t* ids = ids_.data<std::int32_t>() + std::int64_t(p) * T_;
-        const std::int32_t* tgt = targets_.data<std::int32_t>() + std::int64_t(p) * T_;
-        Prompt pr;
-        std::int64_t first = -1;
-        for (std::int64_t t = 0; t < T_ && first < 0; ++t)
-            if (tgt[t] != ignore_index) first = t;
-        if (first < 0) return pr;
-        pr.ids.assign(ids, ids + first + 1);  // position `first` predicts the first reply token
-        std::vector<std::int32_t> ref;
-        for (std::int64_t t = first; t < T_ && tgt[t] != ignore_index && tgt[t] != eos; ++t) ref.push_back(tgt[t]);
-        pr.reference = tok.decode(ref);
-        pr.text = tok.decode(pr.ids);
-        return pr;
-    }
+    Prompt prompt_of(int p, const Tokenizer& tok, int eos) const { return rl_prompt_of(ids_, targets_, p, T_, tok, eos); }
 
     int budget(const Prompt& pr) const { return std::min<int>(max_gen_, T_ - int(pr.ids.size())); }
 
     double score(const Prompt& pr, const std::vector<std::int32_t>& t, int eos, const Tokenizer& tok) const {
-        const bool finished = !t.empty() && t.back() == eos;
-        // A model whose vocab_size exceeds the tokenizer's can sample ids that have no text: they read as nothing.
-        std::vector<std::int32_t> known;
-        for (std::size_t k = 0; k + (finished ? 1 : 0) < t.size(); ++k)
-            if (t[k] >= 0 && t[k] < tok.vocab_size()) known.push_back(t[k]);
-        const std::string text = tok.decode(known);
-        Completion c{pr.text, text, pr.reference, int(t.size()), finished};
-        return reward_(c);
+        return rl_score(reward_, pr, t, eos, tok);
     }
 
     /// Samples G replies per prompt of the host batch into roll_ids_ / roll_targets_, scores them and

@@ -104,7 +104,7 @@ class PPO::Objective {
 public:
     using Backend = typename Model::backend;
     using Net = typename Model::net;
-    using Prompt = typename GRPO::Objective<Model>::Prompt;
+    using Prompt = RlPrompt;
 
     /// What the last rollout produced (host numbers), for tests and reports.
     struct Rollout {
@@ -293,40 +293,15 @@ public:
     }
 
 private:
-    static int im_end(const Tokenizer& tok) {
-        auto id = tok.find("<|im_end|>");
-        MT_CHECK(id, "ppo: the tokenizer has no \"<|im_end|>\" token: replies could not end");
-        return *id;
-    }
+    static int im_end(const Tokenizer& tok) { return rl_reply_end(tok, "ppo"); }
 
-    /// Prompt p of the host batch, as GRPO reads it (through "<|im_start|>assistant\n" of the first
-    /// supervised span; that span's text before <|im_end|> is the reference). Empty ids for a row without targets.
-    Prompt prompt_of(int p, const Tokenizer& tok, int eos) const {
-        const std::int32_t* ids = ids_.data<std::int32_t>() + std::int64_t(p) * T_;
-        const std::int32_t* tgt = targets_.data<std::int32_t>() + std::int64_t(p) * T_;
-        Prompt pr;
-        std::int64_t first = -1;
-        for (std::int64_t t = 0; t < T_ && first < 0; ++t)
-            if (tgt[t] != ignore_index) first = t;
-        if (first < 0) return pr;
-        pr.ids.assign(ids, ids + first + 1);  // position `first` predicts the first reply token
-        std::vector<std::int32_t> ref;
-        for (std::int64_t t = first; t < T_ && tgt[t] != ignore_index && tgt[t] != eos; ++t) ref.push_back(tgt[t]);
-        pr.reference = tok.decode(ref);
-        pr.text = tok.decode(pr.ids);
-        return pr;
-    }
+    /// Prompt p of the host batch, as GRPO reads it (train/grpo.hpp rl_prompt_of).
+    Prompt prompt_of(int p, const Tokenizer& tok, int eos) const { return rl_prompt_of(ids_, targets_, p, T_, tok, eos); }
 
     int budget(const Prompt& pr) const { return std::min<int>(max_gen_, T_ - int(pr.ids.size())); }
 
     double score(const Prompt& pr, const std::vector<std::int32_t>& t, int eos, const Tokenizer& tok) const {
-        const bool finished = !t.empty() && t.back() == eos;
-        std::vector<std::int32_t> known;  // ids beyond the tokenizer's vocabulary have no text
-        for (std::size_t k = 0; k + (finished ? 1 : 0) < t.size(); ++k)
-            if (t[k] >= 0 && t[k] < tok.vocab_size()) known.push_back(t[k]);
-        const std::string text = tok.decode(known);
-        Completion c{pr.text, text, pr.reference, int(t.size()), finished};
-        return reward_(c);
+        return rl_score(reward_, pr, t, eos, tok);
     }
 
     /// Samples one reply per prompt of the host batch into roll_ids_ / roll_targets_ and scores them.
