@@ -7,7 +7,11 @@
 // them. Times are medians of --reps repetitions after --warmup untimed ones; the machine may be shared,
 // so the 1-minute load average is printed at start and end.
 //
-//   bench_ops [--threads 2] [--reps 11] [--warmup 2] [--only gemm|ops|peak]
+//   bench_ops [--threads 2] [--reps 11] [--warmup 2] [--only gemm|ops|peak] [--dtype f32|bf16]
+//
+// --dtype bf16 runs the op table inside an Autocast bf16 scope, as a `--dtype bf16` training step runs:
+// linear layers and attention in bf16 (f32 accumulation), activations only matmuls read stored in bf16,
+// everything else f32. The GEMM table is always cpu::gemm in f32 (bench_gemm_bf16 compares the kernels).
 //
 // Sizes (MiniMind2-Small, batch 4 x 512): B = 4 batch, T = 512 time, N = B*T = 2048 rows, C = 512
 // channels, H = 8 heads, KV = 2 kv heads, D = 64 head dim, F = 1408 FFN hidden, V = 6400 vocab,
@@ -44,6 +48,7 @@ struct Options {
     int reps = 11;
     int warmup = 2;
     std::string only;  // empty: everything
+    std::string dtype = "f32";  // the op table's matrix products: f32, or bf16 as a --dtype bf16 training step runs them
 };
 
 Options parse(int argc, char** argv) {
@@ -58,8 +63,9 @@ Options parse(int argc, char** argv) {
         else if (a == "--reps") o.reps = std::stoi(value());
         else if (a == "--warmup") o.warmup = std::stoi(value());
         else if (a == "--only") o.only = value();
+        else if (a == "--dtype") o.dtype = std::string(precision_name(cpu_precision(value())));
         else if (a == "-h" || a == "--help") {
-            std::printf("usage: bench_ops [--threads N] [--reps N] [--warmup N] [--only peak|gemm|ops]\n");
+            std::printf("usage: bench_ops [--threads N] [--reps N] [--warmup N] [--only peak|gemm|ops] [--dtype f32|bf16]\n");
             std::exit(0);
         } else {
             MT_CHECK(false, "bench_ops: unknown argument ", a, " (try --help)");
@@ -606,7 +612,11 @@ int main(int argc, char** argv) {
             run_gemm(o, {"MiniMind2-Small (B=4 T=512)", 2048, 512, 512, 128, 1408, 6400, 8}, true);
             run_gemm(o, {"tiny (B=8 T=128)", 1024, 128, 128, 64, 384, 512, 4}, false);
         }
-        if (o.only.empty() || o.only == "ops") run_ops(o);
+        if (o.only.empty() || o.only == "ops") {
+            Autocast autocast(parse_precision(o.dtype));
+            std::printf("op table precision: %s\n", o.dtype.c_str());
+            run_ops(o);
+        }
         std::printf("\nload: %.2f (1-minute load average at end)\n", loadavg1());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_ops: %s\n", e.what());
