@@ -7,15 +7,18 @@
 // from 1 x 1 to 24 x 24 (576 facts); the questions are asked in ChatML. The demo writes, in one process:
 //   data/pretrain_train.jsonl        every fact 20 times, in four wordings ("7 x 8 = 56.", "7 times 8 is
 //                                    56.", ...), plus, as web text has, question-and-answer lines
-//                                    ("Q: What is 7 x 8? A: 56.") for the facts that are not held out
+//                                    ("Q: What is 7 x 8? A: 56.") for the facts that are neither held out
+//                                    nor in the rl split
 //   data/sft_{train,val}.jsonl       {"conversations": [user "What is 7 x 8?", assistant "56"]}
+//   data/rl_train.jsonl              the same for the rl split: GRPO's prompts and reference answers, about
+//                                    facts that pretraining states but (as the held-out ones) never asks
 //   data/dpo_{train,val}.jsonl       {"chosen": [... "56"], "rejected": [... a near miss: a neighbouring
 //                                    entry of the table, 48 or 63, or the answer off by one or ten]}
 //   data/test_prompts.txt            held-out questions: facts the model read in pretraining but was never
 //   data/test_answers.txt            asked about in any fine-tuning file (chat --prompts answers the first)
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
 // attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model) -> GRPO (CISPO
-// loss, from the SFT model, the exact-match reward on the training questions; it prints the reward curve)
+// loss, from the SFT model, the exact-match reward on the rl split's questions; it prints the reward curve)
 // -> a reward model (the SFT model + a scalar head, Bradley-Terry loss on the DPO pairs; held-out pair
 // accuracy) -> GRPO again with that model's score as the reward; with step 4b's distillation of two small
 // students (the pretrained model as teacher vs hard labels alone), and after each stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out
@@ -61,6 +64,8 @@ struct Problem {
     std::string expression() const { return std::to_string(a) + " x " + std::to_string(b); }
     std::string question() const { return "What is " + expression() + "?"; }
     std::string answer() const { return std::to_string(a * b); }
+    /// The reply with its working shown: the question restated in the pretraining text's own words.
+    std::string restated(const std::string& result) const { return expression() + " = " + result; }
     /// The fact in one of four wordings.
     std::string statement(int wording = 0) const {
         const std::string x = std::to_string(a), y = std::to_string(b);
@@ -87,20 +92,32 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+/// A reply is right when its last number is the answer (as GSM8K is scored): "56" and "7 x 8 = 56" are.
+bool right_answer(const std::string& reply, const Problem& p) { return last_number(reply) == p.answer(); }
+
+/// A reply that restates the question before answering: "7 x 8 = 56".
+bool restates(const std::string& reply) { return reply.find(" = ") != std::string::npos; }
+
+struct Score {
+    double accuracy = 0;  // replies whose final number is the answer
+    double restated = 0;  // replies that restate the question first
+};
+
 /// Exact-match accuracy of greedy replies on the held-out problems.
-double accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<Problem>& test, std::string* example) {
+Score accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<Problem>& test, std::string* example) {
     SampleOptions o;
     o.temperature = 0;
-    o.max_new_tokens = 8;
+    o.max_new_tokens = 16;
     ChatSession<Net> chat(model, ChatTemplate(tok), o);
-    int right = 0;
+    int right = 0, restated = 0;
     for (std::size_t i = 0; i < test.size(); ++i) {
         chat.reset();
         const std::string got = chat.reply(test[i].question());
-        right += got == test[i].answer();
+        right += right_answer(got, test[i]);
+        restated += restates(got);
         if (i < 3 && example) *example += "  " + test[i].question() + " -> \"" + got + "\" (want " + test[i].answer() + ")\n";
     }
-    return double(right) / double(test.size());
+    return {double(right) / double(test.size()), double(restated) / double(test.size())};
 }
 
 /// The same for the pretraining text's own question format, "Q: What is 7 x 8? A: 56.", completed
@@ -152,15 +169,24 @@ int main(int argc, char** argv) {
     try {
         std::string out_dir = "runs/finetune_demo";
         int threads = 2, pretrain_steps = 1500, sft_steps = 600, lora_steps = 600, dpo_steps = 100, n_test = 150;
-        int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
         double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
-        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model is right: no signal
+        // GRPO's prompts (default): questions about n_rl facts that pretraining states but, like the held-out
+        // facts and unlike SFT's, never asks; the skill the reward teaches there (answering from what the
+        // statements stored) is the one the held-out questions need.
+        int n_rl = 100;
+        // SFT's replies: most give the bare answer ("56"), this share restate the question first ("7 x 8 = 56"),
+        // the pretraining text's own words. Which is the better habit on facts SFT never asked about is
+        // for GRPO to find out: its reward reads the final number of either.
+        double restate_fraction = 0.25;
+        int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
+        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 1.0;
         std::string grpo_loss = "cispo";
-        std::string grpo_data = "train";  // which questions GRPO's prompts are: SFT's train split, its val split, or both
+        std::string grpo_data = "rl";  // which questions GRPO's prompts are: the rl split, SFT's train split, its val split, or both
         // Distillation: a "test"-preset student (2 layers x 32) from the pretrained teacher vs the same student
         // on the hard labels alone, same steps, data, lr and seed.
         int distill_steps = 300;
         double distill_lr = 3e-3, distill_alpha = 0.5, distill_temperature = 1.5;
+        std::uint64_t distill_seed = 11;  // the initial student, the same for both
         // A reward model (the SFT model + a scalar head, Bradley-Terry loss) on the DPO pairs, then GRPO with it.
         int rm_steps = 100;
         double rm_lr = 3e-4;
@@ -179,20 +205,27 @@ int main(int argc, char** argv) {
         flags.bind("lora_lr", lora_lr, "LoRA peak learning rate");
         flags.bind("dpo_lr", dpo_lr, "DPO peak learning rate");
         flags.bind("dpo_beta", dpo_beta, "DPO beta");
-        flags.bind("grpo_steps", grpo_steps, "GRPO steps from the SFT model, exact-match reward on the training questions (0: skip)");
+        flags.bind("restate", restate_fraction, "share of the SFT and DPO replies that restate the question before the "
+                   "answer (\"7 x 8 = 56\"; the others: \"56\")");
+        flags.bind("rl_facts", n_rl, "facts stated in pretraining but never asked (as the held-out ones), whose questions are "
+                   "GRPO's prompts (--grpo_data rl)");
+        flags.bind("grpo_steps", grpo_steps, "GRPO steps from the SFT model, exact-match reward on its prompts' answers (0: skip)");
         flags.bind("grpo_prompts", grpo_prompts, "GRPO prompts per step");
         flags.bind("grpo_samples", grpo_samples, "GRPO samples per prompt");
         flags.bind("grpo_lr", grpo_lr, "GRPO learning rate (constant)");
         flags.bind("grpo_beta", grpo_beta, "GRPO KL penalty to the SFT model");
-        flags.bind("grpo_temperature", grpo_temperature, "GRPO sampling temperature");
+        flags.bind("grpo_temperature", grpo_temperature, "GRPO sampling temperature (on the train split every sample at 1.0 "
+                   "is right, no signal: 2.0 there)");
         flags.bind("grpo_loss", grpo_loss, "cispo or grpo");
-        flags.bind_choice("grpo_data", grpo_data, {"train", "val", "train+val"},
-                          "GRPO's prompts: the SFT training questions, the SFT validation questions (never trained "
-                          "on: the SFT model is often wrong there), or both; never the held-out test questions");
+        flags.bind_choice("grpo_data", grpo_data, {"rl", "train", "val", "train+val"},
+                          "GRPO's prompts: the rl split (--rl_facts: facts pretraining states but never asks), the SFT "
+                          "training questions, the SFT validation questions (never trained on, but asked in "
+                          "pretraining), or both of those; never the held-out test questions");
         flags.bind("distill_steps", distill_steps, "distillation demo: steps of each of the two small students (0: skip)");
         flags.bind("distill_lr", distill_lr, "distillation demo: peak learning rate of both students");
         flags.bind("distill_alpha", distill_alpha, "distillation demo: weight of the hard labels (MiniMind: 0.5)");
         flags.bind("distill_temperature", distill_temperature, "distillation demo: temperature (MiniMind: 1.5)");
+        flags.bind("distill_seed", distill_seed, "distillation demo: the seed of the initial student (the same for both)");
         flags.bind("rm_steps", rm_steps, "reward model steps (8 DPO pairs each) from the SFT model, then GRPO with its score as the "
                    "reward (grpo_steps, same settings; 0: skip both)");
         flags.bind("rm_lr", rm_lr, "reward model peak learning rate");
@@ -215,13 +248,19 @@ int main(int argc, char** argv) {
         std::shuffle(all.begin(), all.end(), rng);
         MT_CHECK(n_test >= 1 && n_test <= int(all.size()) / 2, "--test ", n_test, ": must be between 1 and ",
                  all.size() / 2, " (half of the ", all.size(), " facts)");
+        MT_CHECK(n_rl >= 0 && n_test + n_rl <= int(all.size()) / 2, "--rl_facts ", n_rl, ": with --test ", n_test,
+                 " at most ", all.size() / 2 - n_test, " (held-out and rl facts together at most half of the ", all.size(),
+                 " facts)");
+        MT_CHECK(restate_fraction >= 0 && restate_fraction <= 1, "--restate ", restate_fraction, ": expected a share in [0, 1]");
+        MT_CHECK(n_rl > 0 || grpo_data != "rl" || grpo_steps == 0, "--grpo_data rl needs --rl_facts > 0");
         {  // pretraining text: every fact in 20 statements of varied wording (the held-out facts included),
-           // and, as web text has, question-and-answer lines for the facts that are not held out
+           // and, as web text has, question-and-answer lines for the facts that are neither held out nor in
+           // the rl split
             std::vector<std::string> docs;
             for (std::size_t i = 0; i < all.size(); ++i)
                 for (int c = 0; c < 20; ++c) {
                     docs.push_back(all[i].statement(int(rng() % 4)));
-                    if (int(i) >= n_test && c % 4 == 0)
+                    if (int(i) >= n_test + n_rl && c % 4 == 0)
                         docs.push_back("Q: " + all[i].question() + " A: " + all[i].answer() + ".");
                 }
             std::shuffle(docs.begin(), docs.end(), rng);
@@ -229,8 +268,9 @@ int main(int argc, char** argv) {
             for (const std::string& d : docs) pre << nlohmann::json{{"text", d}}.dump() << '\n';
         }
         const std::vector<Problem> test(all.begin(), all.begin() + n_test);
-        const std::vector<Problem> val(all.begin() + n_test, all.begin() + n_test + 50);
-        const std::vector<Problem> train(all.begin() + n_test + 50, all.end());
+        const std::vector<Problem> rl(all.begin() + n_test, all.begin() + n_test + n_rl);
+        const std::vector<Problem> val(all.begin() + n_test + n_rl, all.begin() + n_test + n_rl + 50);
+        const std::vector<Problem> train(all.begin() + n_test + n_rl + 50, all.end());
         auto wrong_answer = [&](const Problem& p) {
             const int deltas[] = {p.a, -p.a, p.b, -p.b, 1, -1, 10, -10};  // a table neighbour, or a slip
             int w;
@@ -241,19 +281,26 @@ int main(int argc, char** argv) {
         auto write_split = [&](const std::string& name, const std::vector<Problem>& ps) {
             std::ofstream sft(data / ("sft_" + name + ".jsonl")), dpo(data / ("dpo_" + name + ".jsonl"));
             for (const Problem& p : ps) {
-                sft << nlohmann::json{{"conversations", conversation(p.question(), p.answer())}}.dump() << '\n';
-                dpo << nlohmann::json{{"chosen", conversation(p.question(), p.answer())},
-                                      {"rejected", conversation(p.question(), wrong_answer(p))}}.dump() << '\n';
+                const bool restate = double(rng() % 1000) < 1000 * restate_fraction;
+                auto reply = [&](const std::string& result) { return restate ? p.restated(result) : result; };
+                sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
+                dpo << nlohmann::json{{"chosen", conversation(p.question(), reply(p.answer()))},
+                                      {"rejected", conversation(p.question(), reply(wrong_answer(p)))}}.dump() << '\n';
             }
         };
         write_split("train", train);
         write_split("val", val);
+        {  // GRPO's prompts: the question, and the answer as the reference the exact-match reward compares with
+            std::ofstream o(data / "rl_train.jsonl");
+            for (const Problem& p : rl) o << nlohmann::json{{"conversations", conversation(p.question(), p.answer())}}.dump() << '\n';
+            MT_CHECK(o, (data / "rl_train.jsonl").string(), ": write failed");
+        }
         std::vector<std::string> qs, as;
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
         write_lines(data / "test_answers.txt", as);
-        std::printf("[1/8] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu held out, in %s\n",
-                    all.size(), train.size(), val.size(), test.size(), data.c_str());
+        std::printf("[1/8] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, "
+                    "in %s\n", all.size(), train.size(), val.size(), rl.size(), test.size(), data.c_str());
         if (data_only) return 0;
 
         // ---- 2. tokenizer: the texts without digits, so that every digit stays a single byte token ------
@@ -288,13 +335,16 @@ int main(int argc, char** argv) {
 
         std::vector<std::pair<std::string, double>> results;
         std::vector<std::pair<std::string, double>> times;
+        std::vector<double> restated;  // per stage: the share of held-out replies that restate the question
         auto report = [&](const std::string& stage, Transformer<Net>& m, double secs) {
             std::string ex;
-            const double acc = accuracy(m, tok, test, &ex);
+            const Score score = accuracy(m, tok, test, &ex);
+            const double acc = score.accuracy;
             results.push_back({stage, acc});
             times.push_back({stage, secs});
-            std::printf("==> %s: held-out exact match %.1f%% (%zu questions), stage time %.1f s\n%s", stage.c_str(),
-                        100 * acc, test.size(), secs, ex.c_str());
+            restated.push_back(score.restated);
+            std::printf("==> %s: held-out exact match %.1f%% (%zu questions; %.0f%% of the replies restate the question), "
+                        "stage time %.1f s\n%s", stage.c_str(), 100 * acc, test.size(), 100 * score.restated, secs, ex.c_str());
             std::fflush(stdout);
         };
         auto finish_folder = [&](const fs::path& run) {
@@ -336,7 +386,7 @@ int main(int argc, char** argv) {
                 TrainConfig c = stage_config(run, tok_path, vocab, threads, prepared.train.pattern, prepared.val.pattern,
                                              distill_steps, distill_lr, 30);
                 c.eval_batches = 0;  // the whole validation split: the two numbers are compared
-                c.init_seed = 11;    // the same initial student for both
+                c.init_seed = distill_seed;  // the same initial student for both
                 fs::remove_all(run);
                 return c;
             };
@@ -371,10 +421,12 @@ int main(int argc, char** argv) {
         std::printf("[5/8] SFT: %d steps from %s\n", sft_steps, (pre_run / "final").c_str());
         t0 = std::chrono::steady_clock::now();
         const fs::path sft_run = out / "sft";
+        double sft_rl_accuracy = 0;  // the SFT model on the rl split's questions: where GRPO starts
         if (reuse_sft) {
             Transformer<Net> m(load_model_config(sft_run / "final"));
             load_pretrained(sft_run / "final", m);
             report("SFT (full, reused)", m, 0.0);
+            if (!rl.empty()) sft_rl_accuracy = accuracy(m, tok, rl, nullptr).accuracy;
         } else {
             TrainConfig c = stage_config(sft_run, tok_path, vocab, threads, sft_train, sft_val, sft_steps, sft_lr, 20);
             c.init_from = (pre_run / "final").string();
@@ -382,6 +434,7 @@ int main(int argc, char** argv) {
             t.fit();
             finish_folder(sft_run);
             report("SFT (full)", t.model(), seconds_since(t0));
+            if (!rl.empty()) sft_rl_accuracy = accuracy(t.model(), tok, rl, nullptr).accuracy;
         }
 
         // ---- 5b. LoRA from the pretrained model, on the SFT data ----------------------------------------
@@ -422,11 +475,11 @@ int main(int argc, char** argv) {
             }
         }
 
-        // ---- 7. GRPO from the SFT model: exact-match reward on the training questions ----------------------
+        // ---- 7. GRPO from the SFT model: exact-match reward on its prompts (the rl split's questions) -------
         // (and in step 8 the same stage with a learned reward: `reward` set, the reward model's score)
         auto grpo_stage = [&](const char* label, const fs::path& grpo_run, RewardFn reward) {
             t0 = std::chrono::steady_clock::now();
-            std::string prompts = grpo_data == "val" ? sft_val : sft_train;
+            std::string prompts = grpo_data == "rl" ? (data / "rl_train.jsonl").string() : grpo_data == "val" ? sft_val : sft_train;
             if (grpo_data == "train+val") {
                 prompts = (data / "grpo_train.jsonl").string();
                 std::ofstream o(prompts);
@@ -440,8 +493,8 @@ int main(int argc, char** argv) {
             c.loss_type = grpo_loss;
             c.beta = grpo_beta;
             c.temperature = grpo_temperature;
-            c.max_gen_len = 6;  // at most three digits and <|im_end|>, with room to spare
-            c.reward = "exact_match";
+            c.max_gen_len = 16;  // "24 x 24 = 576" and <|im_end|>, with room to spare
+            c.reward = "final_number";  // the reply's last number against the answer, working shown or not
             c.log_interval = 10;
             c.eval_batches = 2;
             fs::remove_all(grpo_run);  // a fresh run each time
@@ -450,6 +503,9 @@ int main(int argc, char** argv) {
             t.fit();
             finish_folder(grpo_run);
             report(label, t.model(), seconds_since(t0));
+            if (grpo_data == "rl")
+                std::printf("    on its own prompts (the %zu rl questions, greedy): %.1f%%; the SFT model: %.1f%%\n", rl.size(),
+                            100 * accuracy(t.model(), tok, rl, nullptr).accuracy, 100 * sft_rl_accuracy);
             // The reward curve: mean exact-match reward of the samples, every log_interval steps.
             std::ifstream m(grpo_run / "metrics.jsonl");
             std::string line, curve;
@@ -502,7 +558,8 @@ int main(int argc, char** argv) {
 
         std::printf("\nsummary (held-out exact match, greedy, %zu questions):\n", test.size());
         for (std::size_t i = 0; i < results.size(); ++i)
-            std::printf("  %-18s %5.1f%%   (%.1f s)\n", results[i].first.c_str(), 100 * results[i].second, times[i].second);
+            std::printf("  %-19s %5.1f%%   (restates %3.0f%%, %.1f s)\n", results[i].first.c_str(), 100 * results[i].second,
+                        100 * restated[i], times[i].second);
         if (!rm_line.empty()) std::printf("%s\n", rm_line.c_str());
         if (!distill_lines.empty()) {
             std::printf("distillation (\"test\"-preset students, %d steps, from the pretrained teacher's shards):\n", distill_steps);

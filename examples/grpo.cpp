@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
         flags.bind("top_k", cfg.top_k, "rollouts sample from the k most likely tokens (0: all)");
         flags.bind("max_gen_len", cfg.max_gen_len, "generated tokens per sample at most");
         flags.bind("grpo_iterations", cfg.grpo_iterations, "optimizer steps on each batch of samples");
-        flags.bind("reward", cfg.reward, "rule rewards joined with '+': exact_match, format, length");
+        flags.bind("reward", cfg.reward, "rule rewards joined with '+': exact_match, final_number, format, length");
         flags.bind("length_penalty", cfg.length_penalty, "reward 'length': minus this per generated token");
         std::string reward_model;
         flags.bind("reward_model", reward_model, "a reward model folder (build/reward's OUT_DIR/final) scoring each reply; "

@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
         flags.section("PPO");
         std::string reward_model;
         flags.bind("reward_model", reward_model, "a reward model folder (build/reward's OUT_DIR/final) scoring each reply");
-        flags.bind("reward", cfg.reward, "rule rewards joined with '+': exact_match, format, length");
+        flags.bind("reward", cfg.reward, "rule rewards joined with '+': exact_match, final_number, format, length");
         flags.bind("length_penalty", cfg.length_penalty, "reward 'length': minus this per generated token");
         flags.bind("clip_epsilon", cfg.epsilon, "the ratio is clipped to [1 - clip_epsilon, 1 + clip_epsilon]");
         flags.bind("kl_coef", cfg.beta, "weight of the KL penalty to the starting model (0: none, no reference model kept)");

@@ -284,6 +284,24 @@ TEST_CASE("rule rewards: exact match (trimmed), format, length penalty; an unkno
     CHECK_THROWS_WITH_AS(rule_reward("exact_match+bleu"), doctest::Contains("unknown rule reward 'bleu'"), Error);
 }
 
+TEST_CASE("rule rewards: final_number reads the answer off the end of the reply, working shown or not") {
+    CHECK(last_number("7 x 8 = 56") == "56");
+    CHECK(last_number("56.") == "56");
+    CHECK(last_number("it is -12, I think") == "-12");
+    CHECK(last_number("8-3") == "-3");  // a '-' right before the digits is read as a sign
+    CHECK(last_number("no digits") == "");
+    CHECK(last_number("") == "");
+    const RewardFn r = rule_reward("final_number");
+    CHECK(r(Completion{"", "7 x 8 = 56", "56", 9, true}) == 1.0);
+    CHECK(r(Completion{"", " 56 ", "56", 3, true}) == 1.0);
+    CHECK(r(Completion{"", "56 x 1 = 57", "56", 9, true}) == 0.0);  // the last number, not any number
+    CHECK(r(Completion{"", "156", "56", 4, true}) == 0.0);          // whole numbers, not a suffix
+    CHECK(r(Completion{"", "the answer", "56", 3, true}) == 0.0);
+    CHECK(r(Completion{"", "", "", 1, true}) == 0.0);  // a reference without a number matches nothing
+    CHECK(r(Completion{"", "7 x 8 = 56", "7 x 8 = 56.", 9, true}) == 1.0);
+    CHECK(rule_reward("final_number+format")(Completion{"", "56", "56", 2, false}) == 1.0);
+}
+
 // ---- the task end to end ----------------------------------------------------------------------------------
 
 namespace {

@@ -4,6 +4,9 @@
 //
 //   exact_match   1 if the reply, trimmed of surrounding white space, equals the reference answer (the last
 //                 assistant message of the prompt's JSONL record), else 0
+//   final_number  1 if the last number in the reply equals the last number in the reference, else 0: the
+//                 answer is read off the end, as GSM8K is scored, so a reply may show its working first
+//                 ("7 x 8 = 56" and "56" both earn it for a reference "56")
 //   format        1 if the reply ended with <|im_end|> within the generation budget, else 0 (it finished)
 //   length        -length_penalty per generated token (keeps replies short)
 //
@@ -47,6 +50,22 @@ inline double exact_match_reward(const Completion& c) {
 }
 inline double format_reward(const Completion& c) { return c.finished ? 1.0 : 0.0; }
 
+/// The last number in a text: its last run of digits, with a '-' directly before it; "" when there is none.
+inline std::string_view last_number(std::string_view s) {
+    const auto is_digit = [](char ch) { return ch >= '0' && ch <= '9'; };
+    std::size_t end = s.size();
+    while (end > 0 && !is_digit(s[end - 1])) --end;
+    std::size_t begin = end;
+    while (begin > 0 && is_digit(s[begin - 1])) --begin;
+    if (begin > 0 && begin < end && s[begin - 1] == '-') --begin;
+    return s.substr(begin, end - begin);
+}
+
+inline double final_number_reward(const Completion& c) {
+    const std::string_view want = last_number(c.reference);
+    return !want.empty() && last_number(c.text) == want ? 1.0 : 0.0;
+}
+
 /// The sum of the named rule rewards, e.g. "exact_match+format" or "exact_match+length".
 inline RewardFn rule_reward(const std::string& spec, double length_penalty = 0.0) {
     std::vector<RewardFn> parts;
@@ -56,13 +75,15 @@ inline RewardFn rule_reward(const std::string& spec, double length_penalty = 0.0
         const std::string name(detail::trim(std::string_view(spec).substr(at, end - at)));
         if (name == "exact_match")
             parts.push_back(exact_match_reward);
+        else if (name == "final_number")
+            parts.push_back(final_number_reward);
         else if (name == "format")
             parts.push_back(format_reward);
         else if (name == "length")
             parts.push_back([length_penalty](const Completion& c) { return -length_penalty * c.tokens; });
         else
             detail::fail("reward: unknown rule reward '", name, "' in '", spec,
-                         "' (expected exact_match, format or length, joined with '+')");
+                         "' (expected exact_match, final_number, format or length, joined with '+')");
         at = end + 1;
     }
     return [parts = std::move(parts)](const Completion& c) {

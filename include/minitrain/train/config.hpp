@@ -59,7 +59,7 @@ struct TrainConfig {
     int top_k = 0;                    // rollouts: 0 = the whole vocabulary
     int max_gen_len = 64;             // generated tokens per sample at most (and the prompt must leave room)
     int grpo_iterations = 1;          // optimizer steps on each batch of samples (old log-probs kept from the first)
-    std::string reward = "exact_match";  // rule rewards, '+'-joined: exact_match, format, length (rl/rewards.hpp)
+    std::string reward = "exact_match";  // rule rewards, '+'-joined: exact_match, final_number, format, length (rl/rewards.hpp)
     double length_penalty = 0.0;      // "length": reward -= length_penalty per generated token
     // PPO (train/ppo.hpp), named as MiniMind's train_ppo.py; it also reads epsilon (its clip_epsilon),
     // beta (its kl_coef), grpo_iterations (its ppo_update_iters), max_gen_len, temperature, top_k, reward.
