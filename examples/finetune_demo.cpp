@@ -10,15 +10,16 @@
 //                                    ("Q: What is 7 x 8? A: 56.") for the facts that are neither held out
 //                                    nor in the rl split
 //   data/sft_{train,val}.jsonl       {"conversations": [user "What is 7 x 8?", assistant "56"]}
-//   data/rl_train.jsonl              the same for the rl split: GRPO's prompts and reference answers, about
-//                                    facts that pretraining states but (as the held-out ones) never asks
+//   data/rl_train.jsonl              the same for the rl split (--rl_facts, empty by default): prompts and
+//                                    answers for --grpo_data rl, about facts that pretraining states but
+//                                    (as the held-out ones) never asks
 //   data/dpo_{train,val}.jsonl       {"chosen": [... "56"], "rejected": [... a near miss: a neighbouring
 //                                    entry of the table, 48 or 63, or the answer off by one or ten]}
 //   data/test_prompts.txt            held-out questions: facts the model read in pretraining but was never
 //   data/test_answers.txt            asked about in any fine-tuning file (chat --prompts answers the first)
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
 // attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model) -> GRPO (CISPO
-// loss, from the SFT model, the exact-match reward on the rl split's questions; it prints the reward curve)
+// loss, from the SFT model, the exact-match reward on the training questions; it prints the reward curve)
 // -> a reward model (the SFT model + a scalar head, Bradley-Terry loss on the DPO pairs; held-out pair
 // accuracy) -> GRPO again with that model's score as the reward; with step 4b's distillation of two small
 // students (the pretrained model as teacher vs hard labels alone), and after each stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out
@@ -92,8 +93,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/// A reply is right when its last number is the answer (as GSM8K is scored): "56" and "7 x 8 = 56" are.
-bool right_answer(const std::string& reply, const Problem& p) { return last_number(reply) == p.answer(); }
+/// A reply is right when it is the answer, bare ("56") or after the question restated ("7 x 8 = 56").
+bool right_answer(const std::string& reply, const Problem& p) {
+    return reply == p.answer() || reply == p.restated(p.answer());
+}
 
 /// A reply that restates the question before answering: "7 x 8 = 56".
 bool restates(const std::string& reply) { return reply.find(" = ") != std::string::npos; }
@@ -170,18 +173,18 @@ int main(int argc, char** argv) {
         std::string out_dir = "runs/finetune_demo";
         int threads = 2, pretrain_steps = 1500, sft_steps = 600, lora_steps = 600, dpo_steps = 100, n_test = 150;
         double sft_lr = 3e-3, lora_lr = 3e-3, dpo_lr = 1e-5, dpo_beta = 0.1;
-        // GRPO's prompts (default): questions about n_rl facts that pretraining states but, like the held-out
-        // facts and unlike SFT's, never asks; the skill the reward teaches there (answering from what the
-        // statements stored) is the one the held-out questions need.
-        int n_rl = 100;
-        // SFT's replies: most give the bare answer ("56"), this share restate the question first ("7 x 8 = 56"),
-        // the pretraining text's own words. Which is the better habit on facts SFT never asked about is
-        // for GRPO to find out: its reward reads the final number of either.
-        double restate_fraction = 0.25;
+        // Two experiments on what GRPO can teach here (benchmarks/RESULTS.md, session 8), off by default:
+        //  * --rl_facts N: N facts that pretraining states but, like the held-out ones, never asks, whose
+        //    questions are GRPO's prompts with --grpo_data rl (the SFT model is often wrong there);
+        //  * --restate F: a share F of SFT's replies restate the question first ("7 x 8 = 56", the pretraining
+        //    text's own words) instead of the bare answer ("56"); with --grpo_reward final_number GRPO's
+        //    reward reads the final number of either, so it may learn which habit answers better.
+        int n_rl = 0;
+        double restate_fraction = 0;
         int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
-        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 1.0;
-        std::string grpo_loss = "cispo";
-        std::string grpo_data = "rl";  // which questions GRPO's prompts are: the rl split, SFT's train split, its val split, or both
+        double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model on its training questions is right: no signal
+        std::string grpo_loss = "cispo", grpo_reward = "exact_match";
+        std::string grpo_data = "train";  // which questions GRPO's prompts are: SFT's train split, its val split, both, or the rl split
         // Distillation: a "test"-preset student (2 layers x 32) from the pretrained teacher vs the same student
         // on the hard labels alone, same steps, data, lr and seed.
         int distill_steps = 300;
@@ -215,9 +218,11 @@ int main(int argc, char** argv) {
         flags.bind("grpo_lr", grpo_lr, "GRPO learning rate (constant)");
         flags.bind("grpo_beta", grpo_beta, "GRPO KL penalty to the SFT model");
         flags.bind("grpo_temperature", grpo_temperature, "GRPO sampling temperature (on the train split every sample at 1.0 "
-                   "is right, no signal: 2.0 there)");
+                   "is right, no signal: hence 2.0)");
+        flags.bind("grpo_reward", grpo_reward, "GRPO's rule reward (exact_match; final_number reads the reply's last number, "
+                   "for --restate)");
         flags.bind("grpo_loss", grpo_loss, "cispo or grpo");
-        flags.bind_choice("grpo_data", grpo_data, {"rl", "train", "val", "train+val"},
+        flags.bind_choice("grpo_data", grpo_data, {"train", "val", "train+val", "rl"},
                           "GRPO's prompts: the rl split (--rl_facts: facts pretraining states but never asks), the SFT "
                           "training questions, the SFT validation questions (never trained on, but asked in "
                           "pretraining), or both of those; never the held-out test questions");
@@ -281,7 +286,7 @@ int main(int argc, char** argv) {
         auto write_split = [&](const std::string& name, const std::vector<Problem>& ps) {
             std::ofstream sft(data / ("sft_" + name + ".jsonl")), dpo(data / ("dpo_" + name + ".jsonl"));
             for (const Problem& p : ps) {
-                const bool restate = double(rng() % 1000) < 1000 * restate_fraction;
+                const bool restate = restate_fraction > 0 && double(rng() % 1000) < 1000 * restate_fraction;
                 auto reply = [&](const std::string& result) { return restate ? p.restated(result) : result; };
                 sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
                 dpo << nlohmann::json{{"chosen", conversation(p.question(), reply(p.answer()))},
@@ -343,8 +348,10 @@ int main(int argc, char** argv) {
             results.push_back({stage, acc});
             times.push_back({stage, secs});
             restated.push_back(score.restated);
-            std::printf("==> %s: held-out exact match %.1f%% (%zu questions; %.0f%% of the replies restate the question), "
-                        "stage time %.1f s\n%s", stage.c_str(), 100 * acc, test.size(), 100 * score.restated, secs, ex.c_str());
+            std::string habit;  // with --restate: how often the model shows its working
+            if (restate_fraction > 0) habit = "; " + std::to_string(int(100 * score.restated + 0.5)) + "% restate the question";
+            std::printf("==> %s: held-out exact match %.1f%% (%zu questions%s), stage time %.1f s\n%s", stage.c_str(), 100 * acc,
+                        test.size(), habit.c_str(), secs, ex.c_str());
             std::fflush(stdout);
         };
         auto finish_folder = [&](const fs::path& run) {
@@ -475,7 +482,7 @@ int main(int argc, char** argv) {
             }
         }
 
-        // ---- 7. GRPO from the SFT model: exact-match reward on its prompts (the rl split's questions) -------
+        // ---- 7. GRPO from the SFT model: exact-match reward on the training questions (--grpo_data) --------
         // (and in step 8 the same stage with a learned reward: `reward` set, the reward model's score)
         auto grpo_stage = [&](const char* label, const fs::path& grpo_run, RewardFn reward) {
             t0 = std::chrono::steady_clock::now();
@@ -494,7 +501,7 @@ int main(int argc, char** argv) {
             c.beta = grpo_beta;
             c.temperature = grpo_temperature;
             c.max_gen_len = 16;  // "24 x 24 = 576" and <|im_end|>, with room to spare
-            c.reward = "final_number";  // the reply's last number against the answer, working shown or not
+            c.reward = grpo_reward;
             c.log_interval = 10;
             c.eval_batches = 2;
             fs::remove_all(grpo_run);  // a fresh run each time
@@ -558,8 +565,11 @@ int main(int argc, char** argv) {
 
         std::printf("\nsummary (held-out exact match, greedy, %zu questions):\n", test.size());
         for (std::size_t i = 0; i < results.size(); ++i)
-            std::printf("  %-19s %5.1f%%   (restates %3.0f%%, %.1f s)\n", results[i].first.c_str(), 100 * results[i].second,
-                        100 * restated[i], times[i].second);
+            if (restate_fraction > 0)
+                std::printf("  %-19s %5.1f%%   (restates %3.0f%%, %.1f s)\n", results[i].first.c_str(), 100 * results[i].second,
+                            100 * restated[i], times[i].second);
+            else
+                std::printf("  %-19s %5.1f%%   (%.1f s)\n", results[i].first.c_str(), 100 * results[i].second, times[i].second);
         if (!rm_line.empty()) std::printf("%s\n", rm_line.c_str());
         if (!distill_lines.empty()) {
             std::printf("distillation (\"test\"-preset students, %d steps, from the pretrained teacher's shards):\n", distill_steps);
