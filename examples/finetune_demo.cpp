@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
         //    text's own words) instead of the bare answer ("56"); with --grpo_reward final_number GRPO's
         //    reward reads the final number of either, so it may learn which habit answers better.
         int n_rl = 0;
-        double restate_fraction = 0;
+        double restate_fraction = 0, restate_bonus = 0;
         int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
         double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model on its training questions is right: no signal
         std::string grpo_loss = "cispo", grpo_reward = "exact_match";
@@ -210,6 +210,8 @@ int main(int argc, char** argv) {
         flags.bind("dpo_beta", dpo_beta, "DPO beta");
         flags.bind("restate", restate_fraction, "share of the SFT and DPO replies that restate the question before the "
                    "answer (\"7 x 8 = 56\"; the others: \"56\")");
+        flags.bind("restate_bonus", restate_bonus, "GRPO (step 7): add this to the reward of a reply that starts with its "
+                   "question restated exactly (0: the rule reward alone)");
         flags.bind("rl_facts", n_rl, "facts stated in pretraining but never asked (as the held-out ones), whose questions are "
                    "GRPO's prompts (--grpo_data rl)");
         flags.bind("grpo_steps", grpo_steps, "GRPO steps from the SFT model, exact-match reward on its prompts' answers (0: skip)");
@@ -529,7 +531,21 @@ int main(int argc, char** argv) {
             std::printf("[7/8] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the SFT %s questions\n",
                         grpo_loss.c_str(), grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples,
                         grpo_data.c_str());
-            grpo_stage("GRPO (from SFT)", out / "grpo", nullptr);
+            RewardFn reward;  // null: the rule reward --grpo_reward
+            if (restate_bonus != 0) {
+                // --grpo_reward's rule, plus a bonus when the reply starts with its question restated exactly: a
+                // reward on the habit (as MiniMind's format reward is on <think>), not on any one fact.
+                reward = [rule = rule_reward(grpo_reward), restate_bonus](const Completion& c) {
+                    const std::size_t at = c.prompt.rfind("What is "), end = c.prompt.rfind('?');
+                    bool restated = false;
+                    if (at != std::string_view::npos && end != std::string_view::npos && end > at + 8) {
+                        const std::string head = std::string(c.prompt.substr(at + 8, end - at - 8)) + " = ";
+                        restated = c.text.substr(0, head.size()) == head;
+                    }
+                    return rule(c) + (restated ? restate_bonus : 0.0);
+                };
+            }
+            grpo_stage("GRPO (from SFT)", out / "grpo", std::move(reward));
         }
 
         // ---- 8. a reward model on the DPO pairs, then GRPO with its score as the reward -------------------
