@@ -102,11 +102,11 @@ bool right_answer(const std::string& reply, const Problem& p) {
 bool restates(const std::string& reply) { return reply.find(" = ") != std::string::npos; }
 
 struct Score {
-    double accuracy = 0;  // replies whose final number is the answer
+    double accuracy = 0;  // right replies (right_answer)
     double restated = 0;  // replies that restate the question first
 };
 
-/// Exact-match accuracy of greedy replies on the held-out problems.
+/// Exact-match accuracy of greedy replies on the given problems (held-out, or GRPO's rl split).
 Score accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<Problem>& test, std::string* example) {
     SampleOptions o;
     o.temperature = 0;
@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
                    "question restated exactly (0: the rule reward alone)");
         flags.bind("rl_facts", n_rl, "facts stated in pretraining but never asked (as the held-out ones), whose questions are "
                    "GRPO's prompts (--grpo_data rl)");
-        flags.bind("grpo_steps", grpo_steps, "GRPO steps from the SFT model, exact-match reward on its prompts' answers (0: skip)");
+        flags.bind("grpo_steps", grpo_steps, "GRPO steps from the SFT model, --grpo_reward on its prompts' answers (0: skip)");
         flags.bind("grpo_prompts", grpo_prompts, "GRPO prompts per step");
         flags.bind("grpo_samples", grpo_samples, "GRPO samples per prompt");
         flags.bind("grpo_lr", grpo_lr, "GRPO learning rate (constant)");
@@ -285,6 +285,11 @@ int main(int argc, char** argv) {
             while (w <= 0);
             return std::to_string(w);
         };
+        auto write_conversations = [&](const fs::path& p, const std::vector<Problem>& ps) {  // bare answers
+            std::ofstream o(p);
+            for (const Problem& q : ps) o << nlohmann::json{{"conversations", conversation(q.question(), q.answer())}}.dump() << '\n';
+            MT_CHECK(o, p.string(), ": write failed");
+        };
         auto write_split = [&](const std::string& name, const std::vector<Problem>& ps) {
             std::ofstream sft(data / ("sft_" + name + ".jsonl")), dpo(data / ("dpo_" + name + ".jsonl"));
             for (const Problem& p : ps) {
@@ -297,11 +302,7 @@ int main(int argc, char** argv) {
         };
         write_split("train", train);
         write_split("val", val);
-        {  // GRPO's prompts: the question, and the answer as the reference the exact-match reward compares with
-            std::ofstream o(data / "rl_train.jsonl");
-            for (const Problem& p : rl) o << nlohmann::json{{"conversations", conversation(p.question(), p.answer())}}.dump() << '\n';
-            MT_CHECK(o, (data / "rl_train.jsonl").string(), ": write failed");
-        }
+        write_conversations(data / "rl_train.jsonl", rl);  // GRPO's prompts, the answer as the rewards' reference
         std::vector<std::string> qs, as;
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
@@ -340,16 +341,17 @@ int main(int argc, char** argv) {
         std::printf("[3/8] shards: %lld train tokens, %lld val tokens (%.1f s)\n", (long long)prepared.train.tokens,
                     (long long)prepared.val.tokens, seconds_since(t0));
 
-        std::vector<std::pair<std::string, double>> results;
-        std::vector<std::pair<std::string, double>> times;
-        std::vector<double> restated;  // per stage: the share of held-out replies that restate the question
+        struct StageResult {
+            std::string stage;
+            Score score;  // on the held-out questions
+            double seconds;
+        };
+        std::vector<StageResult> results;
         auto report = [&](const std::string& stage, Transformer<Net>& m, double secs) {
             std::string ex;
             const Score score = accuracy(m, tok, test, &ex);
             const double acc = score.accuracy;
-            results.push_back({stage, acc});
-            times.push_back({stage, secs});
-            restated.push_back(score.restated);
+            results.push_back({stage, score, secs});
             std::string habit;  // with --restate: how often the model shows its working
             if (restate_fraction > 0) habit = "; " + std::to_string(int(100 * score.restated + 0.5)) + "% restate the question";
             std::printf("==> %s: held-out exact match %.1f%% (%zu questions%s), stage time %.1f s\n%s", stage.c_str(), 100 * acc,
@@ -515,7 +517,7 @@ int main(int argc, char** argv) {
             if (grpo_data == "rl")
                 std::printf("    on its own prompts (the %zu rl questions, greedy): %.1f%%; the SFT model: %.1f%%\n", rl.size(),
                             100 * accuracy(t.model(), tok, rl, nullptr).accuracy, 100 * sft_rl_accuracy);
-            // The reward curve: mean exact-match reward of the samples, every log_interval steps.
+            // The reward curve: mean reward of the samples, every log_interval steps.
             std::ifstream m(grpo_run / "metrics.jsonl");
             std::string line, curve;
             while (std::getline(m, line)) {
@@ -528,7 +530,7 @@ int main(int argc, char** argv) {
             std::printf("    reward curve (step:mean reward of the samples):%s\n", curve.c_str());
         };
         if (grpo_steps > 0) {
-            std::printf("[7/8] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the SFT %s questions\n",
+            std::printf("[7/8] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the %s questions\n",
                         grpo_loss.c_str(), grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples,
                         grpo_data.c_str());
             RewardFn reward;  // null: the rule reward --grpo_reward
@@ -539,8 +541,7 @@ int main(int argc, char** argv) {
                     const std::size_t at = c.prompt.rfind("What is "), end = c.prompt.rfind('?');
                     bool restated = false;
                     if (at != std::string_view::npos && end != std::string_view::npos && end > at + 8) {
-                        const std::string head = std::string(c.prompt.substr(at + 8, end - at - 8)) + " = ";
-                        restated = c.text.substr(0, head.size()) == head;
+                        restated = c.text.starts_with(std::string(c.prompt.substr(at + 8, end - at - 8)) + " = ");
                     }
                     return rule(c) + (restated ? restate_bonus : 0.0);
                 };
@@ -580,12 +581,12 @@ int main(int argc, char** argv) {
         }
 
         std::printf("\nsummary (held-out exact match, greedy, %zu questions):\n", test.size());
-        for (std::size_t i = 0; i < results.size(); ++i)
+        for (const StageResult& r : results)
             if (restate_fraction > 0)
-                std::printf("  %-19s %5.1f%%   (restates %3.0f%%, %.1f s)\n", results[i].first.c_str(), 100 * results[i].second,
-                            100 * restated[i], times[i].second);
+                std::printf("  %-19s %5.1f%%   (restates %3.0f%%, %.1f s)\n", r.stage.c_str(), 100 * r.score.accuracy,
+                            100 * r.score.restated, r.seconds);
             else
-                std::printf("  %-19s %5.1f%%   (%.1f s)\n", results[i].first.c_str(), 100 * results[i].second, times[i].second);
+                std::printf("  %-19s %5.1f%%   (%.1f s)\n", r.stage.c_str(), 100 * r.score.accuracy, r.seconds);
         if (!rm_line.empty()) std::printf("%s\n", rm_line.c_str());
         if (!distill_lines.empty()) {
             std::printf("distillation (\"test\"-preset students, %d steps, from the pretrained teacher's shards):\n", distill_steps);
