@@ -1,8 +1,8 @@
 // tests/serve/api.test.mjs (CTest serve_api): build/serve on 127.0.0.1 with the tiny chat model of the
 // serve_model test, talked to with the official openai client and with curl, as a user's scripts do:
-// streaming equals non-streaming at temperature 0 and with a seed, and equals `chat --prompts`; usage,
-// max_tokens -> "length", stop sequences, completions, models; 8 streams at once; clients that leave
-// mid-stream free their slot; 25 malformed requests get the right status and OpenAI's error shape while
+// streaming equals non-streaming at temperature 0 and with a seed, and equals `chat --prompts` (in f32 and
+// with --dtype bf16); usage, max_tokens -> "length", stop sequences, completions, models; 8 streams at once;
+// clients that leave mid-stream free their slot; 25 malformed requests get the right status and OpenAI's error shape while
 // the server keeps serving; SIGTERM ends it with status 0. Every request goes to 127.0.0.1 only.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -112,21 +112,47 @@ test("the raw SSE stream: role delta first, a chunk per token, finish_reason, da
   assert.ok(content.length <= completion.usage.completion_tokens);
 });
 
+/// `chat --prompts FILE` with up to 30 new tokens on one thread: its first n reply lines, unescaped, and its stderr.
+async function chatReplies(file, n, args) {
+  const { stdout, stderr } = await promisify(execFile)(env.chat, ["--checkpoint", env.modelDir, "--prompts", file,
+    "--max_new_tokens", "30", "--threads", "1", ...args]);
+  const lines = stdout.split("\n").slice(0, n)
+    .map((l) => l.replace(/\\(\\|n|r)/g, (_, c) => (c === "n" ? "\n" : c === "r" ? "\r" : "\\")));
+  return { lines, stderr };
+}
+
 test("the replies equal what `chat --prompts` answers for the same sampling", async () => {
   const prompts = ["What is the capital of France?", "What is 2 + 3?", "Tell me a story about a cat."];
   const file = `${env.workDir}/prompts.txt`;
   writeFileSync(file, prompts.join("\n") + "\n");
   for (const s of [{ temperature: 0, top_k: 40, top_p: 0.9, seed: 42 }, { temperature: 0.8, top_k: 40, top_p: 0.9, seed: 7 }]) {
-    const { stdout } = await promisify(execFile)(env.chat, ["--checkpoint", env.modelDir, "--prompts", file, "--max_new_tokens", "30",
-      "--temperature", String(s.temperature), "--top_k", String(s.top_k), "--top_p", String(s.top_p), "--seed", String(s.seed),
-      "--threads", "1"]);
-    const lines = stdout.split("\n").slice(0, prompts.length)
-      .map((l) => l.replace(/\\(\\|n|r)/g, (_, c) => (c === "n" ? "\n" : c === "r" ? "\r" : "\\")));
+    const { lines } = await chatReplies(file, prompts.length, ["--temperature", String(s.temperature), "--top_k", String(s.top_k),
+      "--top_p", String(s.top_p), "--seed", String(s.seed)]);
     for (let i = 0; i < prompts.length; ++i) {
       const r = await client.chat.completions.create({ model, messages: user(prompts[i]), max_tokens: 30, ...s });
       assert.equal(r.choices[0].message.content, lines[i], `prompt ${i} with ${JSON.stringify(s)}`);
     }
   }
+});
+
+test("--dtype bf16: a server on bf16 weights answers as `chat --dtype bf16` does, and both say they ran in bf16", async () => {
+  const prompts = ["What is the capital of France?", "Tell me a story about a cat."];
+  const file = `${env.workDir}/prompts_bf16.txt`;
+  writeFileSync(file, prompts.join("\n") + "\n");
+  const { lines, stderr } = await chatReplies(file, prompts.length, ["--temperature", "0", "--dtype", "bf16"]);
+  assert.match(stderr, /chat: precision bf16: [1-9]\d* matrix products in bf16 \([1-9]\d* of them read the bf16 copy/);
+  const bf16 = await startServer(["--threads", "1", "--dtype", "bfloat16"]);  // MiniMind's spelling
+  try {
+    const c = new OpenAI({ apiKey: "unused", baseURL: `${bf16.base}/v1`, maxRetries: 0 });
+    for (let i = 0; i < prompts.length; ++i) {
+      const r = await c.chat.completions.create({ model, messages: user(prompts[i]), max_tokens: 30, temperature: 0 });
+      assert.ok(r.choices[0].message.content.length > 0, `prompt ${i}: an empty reply`);
+      assert.equal(r.choices[0].message.content, lines[i], `prompt ${i}: serve --dtype bf16 against chat --dtype bf16`);
+    }
+  } finally {
+    assert.equal(await stopServer(bf16), 0);
+  }
+  assert.match(bf16.log(), /serve: precision bf16: [1-9]\d* matrix products in bf16 \([1-9]\d* of them read the bf16 copy/);
 });
 
 test("max_tokens gives finish_reason length with that many tokens", async () => {
