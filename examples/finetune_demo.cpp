@@ -31,6 +31,11 @@
 // one; a fine-tuned model answers questions about facts that no fine-tuning example contained only if
 // fine-tuning taught it to use what pretraining stored rather than memorize its own examples.
 //
+// --task add replaces the times table by sums of two numbers 0..--add_max (10,000 of them): pretraining
+// states every sum except the held-out and rl ones, so those must be computed, not remembered, and
+// what GRPO's reward teaches on the rl prompts (carrying, digit by digit) is what the held-out
+// questions need (benchmarks/RESULTS.md, session 9).
+//
 // Tokenizer: trained on the texts with the digits removed, so no merge involves a digit and every digit
 // is one token. The model is the "tiny" preset (4 layers x 128). Sized to finish in about five minutes
 // on 2 cores; --reuse_pretrain 1 re-runs only the fine-tuning stages on an earlier run's pretrained model.
@@ -60,20 +65,24 @@ namespace {
 using Net = TinyBenchModel;  // the "tiny" preset
 using LoRA8 = LoRA<8, 16, LoRAAttentionMLP, SFT>;
 
+/// One question of the task: a product of the times table (op 'x', a fact to remember) or, with --task add,
+/// a sum (op '+', an answer to compute digit by digit).
 struct Problem {
     int a, b;
-    std::string expression() const { return std::to_string(a) + " x " + std::to_string(b); }
+    char op = 'x';
+    bool sum() const { return op == '+'; }
+    std::string expression() const { return std::to_string(a) + " " + op + " " + std::to_string(b); }
     std::string question() const { return "What is " + expression() + "?"; }
-    std::string answer() const { return std::to_string(a * b); }
+    std::string answer() const { return std::to_string(sum() ? a + b : a * b); }
     /// The reply with its working shown: the question restated in the pretraining text's own words.
     std::string restated(const std::string& result) const { return expression() + " = " + result; }
     /// The fact in one of four wordings.
     std::string statement(int wording = 0) const {
         const std::string x = std::to_string(a), y = std::to_string(b);
         switch (wording) {
-            case 1: return x + " times " + y + " is " + answer() + ".";
-            case 2: return "The product of " + x + " and " + y + " is " + answer() + ".";
-            case 3: return "Multiplying " + x + " by " + y + " gives " + answer() + ".";
+            case 1: return x + (sum() ? " plus " : " times ") + y + " is " + answer() + ".";
+            case 2: return (sum() ? "The sum of " : "The product of ") + x + " and " + y + " is " + answer() + ".";
+            case 3: return (sum() ? "Adding " + x + " and " : "Multiplying " + x + " by ") + y + " gives " + answer() + ".";
             default: return expression() + " = " + answer() + ".";
         }
     }
@@ -181,6 +190,11 @@ int main(int argc, char** argv) {
         //    reward reads the final number of either, so it may learn which habit answers better.
         int n_rl = 0;
         double restate_fraction = 0, restate_bonus = 0;
+        // --task add: sums a + b of operands 0..add_max instead of the times table. A sum is computed, not
+        // remembered: the held-out and rl problems appear in no file but their own, so what GRPO's reward
+        // teaches on its prompts (carrying, digit by digit) is what the held-out questions need.
+        std::string task = "times";
+        int add_max = 99;
         int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
         double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model on its training questions is right: no signal
         std::string grpo_loss = "cispo", grpo_reward = "exact_match";
@@ -199,6 +213,10 @@ int main(int argc, char** argv) {
         Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
                                      "after each stage. A few minutes on 2 CPU cores.");
         flags.bind("out_dir", out_dir, "where the data, tokenizer and the four runs go");
+        flags.bind_choice("task", task, {"times", "add"}, "times: the times table 1..24 (facts, remembered from "
+                          "pretraining); add: sums of two numbers 0..add_max (computed; held-out and rl sums are in no "
+                          "pretraining or fine-tuning file)");
+        flags.bind("add_max", add_max, "--task add: the largest operand");
         flags.bind("threads", threads, "CPU threads (0: all cores)");
         flags.bind("pretrain_steps", pretrain_steps, "pretraining steps (32 x 48 tokens)");
         flags.bind("sft_steps", sft_steps, "SFT steps (32 conversations)");
@@ -248,9 +266,16 @@ int main(int argc, char** argv) {
         fs::create_directories(data);
 
         // ---- 1. data ---------------------------------------------------------------------------------
+        const bool adding = task == "add";
+        MT_CHECK(!adding || (add_max >= 9 && add_max <= 999), "--add_max ", add_max, ": expected 9..999");
         std::vector<Problem> all;
-        for (int a = 1; a <= 24; ++a)
-            for (int b = 1; b <= 24; ++b) all.push_back({a, b});
+        if (adding) {
+            for (int a = 0; a <= add_max; ++a)
+                for (int b = 0; b <= add_max; ++b) all.push_back({a, b, '+'});
+        } else {
+            for (int a = 1; a <= 24; ++a)
+                for (int b = 1; b <= 24; ++b) all.push_back({a, b});
+        }
         std::mt19937_64 rng(seed);
         std::shuffle(all.begin(), all.end(), rng);
         MT_CHECK(n_test >= 1 && n_test <= int(all.size()) / 2, "--test ", n_test, ": must be between 1 and ",
@@ -262,10 +287,10 @@ int main(int argc, char** argv) {
         MT_CHECK(n_rl > 0 || grpo_data != "rl" || grpo_steps == 0, "--grpo_data rl needs --rl_facts > 0");
         {  // pretraining text: every fact in 20 statements of varied wording (the held-out facts included),
            // and, as web text has, question-and-answer lines for the facts that are neither held out nor in
-           // the rl split
+           // the rl split. --task add: every sum but the held-out and rl ones, once stated, once asked.
             std::vector<std::string> docs;
-            for (std::size_t i = 0; i < all.size(); ++i)
-                for (int c = 0; c < 20; ++c) {
+            for (std::size_t i = adding ? std::size_t(n_test + n_rl) : 0; i < all.size(); ++i)
+                for (int c = 0; c < (adding ? 1 : 20); ++c) {
                     docs.push_back(all[i].statement(int(rng() % 4)));
                     if (int(i) >= n_test + n_rl && c % 4 == 0)
                         docs.push_back("Q: " + all[i].question() + " A: " + all[i].answer() + ".");
@@ -279,10 +304,16 @@ int main(int argc, char** argv) {
         const std::vector<Problem> val(all.begin() + n_test + n_rl, all.begin() + n_test + n_rl + 50);
         const std::vector<Problem> train(all.begin() + n_test + n_rl + 50, all.end());
         auto wrong_answer = [&](const Problem& p) {
-            const int deltas[] = {p.a, -p.a, p.b, -p.b, 1, -1, 10, -10};  // a table neighbour, or a slip
             int w;
-            do w = p.a * p.b + deltas[rng() % 8];
-            while (w <= 0);
+            if (p.sum()) {  // a carry dropped or added
+                const int deltas[] = {1, -1, 10, -10};
+                do w = p.a + p.b + deltas[rng() % 4];
+                while (w < 0);
+            } else {
+                const int deltas[] = {p.a, -p.a, p.b, -p.b, 1, -1, 10, -10};  // a table neighbour, or a slip
+                do w = p.a * p.b + deltas[rng() % 8];
+                while (w <= 0);
+            }
             return std::to_string(w);
         };
         auto write_conversations = [&](const fs::path& p, const std::vector<Problem>& ps) {  // bare answers
@@ -307,8 +338,8 @@ int main(int argc, char** argv) {
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
         write_lines(data / "test_answers.txt", as);
-        std::printf("[1/8] data: %zu facts stated for pretraining; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, "
-                    "in %s\n", all.size(), train.size(), val.size(), rl.size(), test.size(), data.c_str());
+        std::printf("[1/8] data: %zu %s; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, "
+                    "in %s\n", all.size(), adding ? "sums (held-out and rl ones in no other file)" : "facts stated for pretraining", train.size(), val.size(), rl.size(), test.size(), data.c_str());
         if (data_only) return 0;
 
         // ---- 2. tokenizer: the texts without digits, so that every digit stays a single byte token ------
