@@ -31,7 +31,7 @@
 // one; a fine-tuned model answers questions about facts that no fine-tuning example contained only if
 // fine-tuning taught it to use what pretraining stored rather than memorize its own examples.
 //
-// --task add replaces the times table by sums of two numbers 0..--add_max (10,000 of them): pretraining
+// --task add replaces the times table by sums of two numbers 0..--add_max (10,000 at the default 99): pretraining
 // states every sum except the held-out and rl ones, so those must be computed, not remembered, and
 // what GRPO's reward teaches on the rl prompts (carrying, digit by digit) is what the held-out
 // questions need (benchmarks/RESULTS.md, session 9).
@@ -210,8 +210,8 @@ int main(int argc, char** argv) {
         std::string rm_line;
         bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
-        Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO on the times table, with held-out accuracy "
-                                     "after each stage. A few minutes on 2 CPU cores.");
+        Flags flags("finetune_demo", "Pretrain -> SFT -> LoRA -> DPO -> GRPO on the times table (or, --task add, on sums), "
+                                     "with held-out accuracy after each stage. A few minutes on 2 CPU cores.");
         flags.bind("out_dir", out_dir, "where the data, tokenizer and the four runs go");
         flags.bind_choice("task", task, {"times", "add"}, "times: the times table 1..24 (facts, remembered from "
                           "pretraining); add: sums of two numbers 0..add_max (computed; held-out and rl sums are in no "
@@ -338,8 +338,9 @@ int main(int argc, char** argv) {
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
         write_lines(data / "test_answers.txt", as);
-        std::printf("[1/8] data: %zu %s; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, "
-                    "in %s\n", all.size(), adding ? "sums (held-out and rl ones in no other file)" : "facts stated for pretraining", train.size(), val.size(), rl.size(), test.size(), data.c_str());
+        const char* what = adding ? "sums (held-out and rl ones in no other file)" : "facts stated for pretraining";
+        std::printf("[1/8] data: %zu %s; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, in %s\n", all.size(),
+                    what, train.size(), val.size(), rl.size(), test.size(), data.c_str());
         if (data_only) return 0;
 
         // ---- 2. tokenizer: the texts without digits, so that every digit stays a single byte token ------
