@@ -15,6 +15,7 @@
 //                                    (as the held-out ones) never asks
 //   data/dpo_{train,val}.jsonl       {"chosen": [... "56"], "rejected": [... a near miss: a neighbouring
 //                                    entry of the table, 48 or 63, or the answer off by one or ten]}
+//   data/rm_test_pairs.jsonl         the same pairs for the held-out questions (the reward model's second score)
 //   data/test_prompts.txt            held-out questions: facts the model read in pretraining but was never
 //   data/test_answers.txt            asked about in any fine-tuning file (chat --prompts answers the first)
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
@@ -34,13 +35,19 @@
 // --task add replaces the times table by sums of two numbers 0..--add_max (10,000 at the default 99): pretraining
 // states every sum except the held-out and rl ones, so those must be computed, not remembered, and
 // what GRPO's reward teaches on the rl prompts (carrying, digit by digit) is what the held-out
-// questions need (benchmarks/RESULTS.md, session 9).
+// questions need. The DPO pairs' rejected reply is the right one with one digit changed (--add_slip), and
+// data/rm_test_pairs.jsonl holds such pairs for the held-out questions, read only to score the reward model.
+// A run where GRPO lifts held-out exact match clearly above SFT (85.3% -> 89.3-95.3% over three seeds;
+// benchmarks/RESULTS.md, session 10), about 10 minutes on 2 cores:
+//   finetune_demo --task add --test 1000 --rl_facts 1300 --pretrain_steps 5000 --restate 1 --sft_steps 2000
+//     --grpo_data rl --grpo_reward final_number --grpo_temperature 1.0 --grpo_prompts 16 --grpo_steps 400
 //
 // Tokenizer: trained on the texts with the digits removed, so no merge involves a digit and every digit
 // is one token. The model is the "tiny" preset (4 layers x 128). Sized to finish in about five minutes
 // on 2 cores; --reuse_pretrain 1 re-runs only the fine-tuning stages on an earlier run's pretrained model.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -111,9 +118,36 @@ bool right_answer(const std::string& reply, const Problem& p) {
 bool restates(const std::string& reply) { return reply.find(" = ") != std::string::npos; }
 
 struct Score {
-    double accuracy = 0;  // right replies (right_answer)
-    double restated = 0;  // replies that restate the question first
+    double accuracy = 0;      // right replies (right_answer)
+    double restated = 0;      // replies that restate the question first
+    std::vector<char> right;  // per question: 1 if the reply was right
 };
+
+/// Two models on the same questions: how many the second fixes and breaks, and the exact two-sided sign
+/// test (McNemar's, exact) on those discordant questions: the chance of a split this uneven if neither model
+/// were better. Questions both get right or both get wrong say nothing about which is better.
+struct Paired {
+    int fixed = 0, broken = 0;
+    double p_value = 1;
+};
+
+inline Paired compare_paired(const Score& before, const Score& after) {
+    MT_CHECK(before.right.size() == after.right.size(), "compare_paired: ", before.right.size(), " and ",
+             after.right.size(), " questions");
+    Paired r;
+    for (std::size_t i = 0; i < before.right.size(); ++i) {
+        r.fixed += !before.right[i] && after.right[i];
+        r.broken += before.right[i] && !after.right[i];
+    }
+    const int n = r.fixed + r.broken, k = std::min(r.fixed, r.broken);
+    double tail = 0, term = std::pow(0.5, n);  // P(X = 0) for X ~ Binomial(n, 1/2), then P(X = i) by recurrence
+    for (int i = 0; i <= k; ++i) {
+        tail += term;
+        term *= double(n - i) / double(i + 1);
+    }
+    r.p_value = std::min(1.0, 2 * tail);
+    return r;
+}
 
 /// Exact-match accuracy of greedy replies on the given problems (held-out, or GRPO's rl split).
 Score accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<Problem>& test, std::string* example) {
@@ -121,15 +155,18 @@ Score accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<
     o.temperature = 0;
     o.max_new_tokens = 16;
     ChatSession<Net> chat(model, ChatTemplate(tok), o);
-    int right = 0, restated = 0;
+    Score s;
+    int restated = 0;
     for (std::size_t i = 0; i < test.size(); ++i) {
         chat.reset();
         const std::string got = chat.reply(test[i].question());
-        right += right_answer(got, test[i]);
+        s.right.push_back(right_answer(got, test[i]));
         restated += restates(got);
         if (i < 3 && example) *example += "  " + test[i].question() + " -> \"" + got + "\" (want " + test[i].answer() + ")\n";
     }
-    return {double(right) / double(test.size()), double(restated) / double(test.size())};
+    s.accuracy = double(std::count(s.right.begin(), s.right.end(), 1)) / double(test.size());
+    s.restated = double(restated) / double(test.size());
+    return s;
 }
 
 /// The same for the pretraining text's own question format, "Q: What is 7 x 8? A: 56.", completed
@@ -148,6 +185,23 @@ double text_accuracy(Transformer<M>& model, const Tokenizer& tok, const std::vec
         right += got == p.answer();
     }
     return double(right) / double(test.size());
+}
+
+/// `text` with one of its digits written as another (never a new leading zero): a slip anywhere in a reply,
+/// in the sum or, when the reply restates the question, in an operand ("53 + 66 = 119" -> "53 + 86 = 119").
+std::string digit_slip(std::string text, std::mt19937_64& rng) {
+    auto digit = [&](std::size_t i) { return i < text.size() && text[i] >= '0' && text[i] <= '9'; };
+    std::vector<std::size_t> at;
+    for (std::size_t i = 0; i < text.size(); ++i)
+        if (digit(i)) at.push_back(i);
+    MT_CHECK(!at.empty(), "digit_slip: no digit in '", text, "'");
+    const std::size_t i = at[rng() % at.size()];
+    const bool leading = (i == 0 || !digit(i - 1)) && digit(i + 1);
+    char c;
+    do c = char('0' + rng() % 10);
+    while (c == text[i] || (leading && c == '0'));
+    text[i] = c;
+    return text;
 }
 
 /// What every stage shares, and its own data, length and learning rate (warmup, then cosine to a tenth).
@@ -195,9 +249,11 @@ int main(int argc, char** argv) {
         // teaches on its prompts (carrying, digit by digit) is what the held-out questions need.
         std::string task = "times";
         int add_max = 99;
+        std::string add_slip = "digit";  // carry slips alone: the reward model stays at chance (RESULTS.md, session 10)
         int grpo_steps = 30, grpo_prompts = 8, grpo_samples = 6;
         double grpo_lr = 1e-4, grpo_beta = 0.02, grpo_temperature = 2.0;  // at 1.0 every sample of the SFT model on its training questions is right: no signal
         std::string grpo_loss = "cispo", grpo_reward = "exact_match";
+        std::uint64_t grpo_seed = 42;  // TrainConfig's default
         std::string grpo_data = "train";  // which questions GRPO's prompts are: SFT's train split, its val split, both, or the rl split
         // Distillation: a "test"-preset student (2 layers x 32) from the pretrained teacher vs the same student
         // on the hard labels alone, same steps, data, lr and seed.
@@ -217,6 +273,9 @@ int main(int argc, char** argv) {
                           "pretraining); add: sums of two numbers 0..add_max (computed; held-out and rl sums are in no "
                           "pretraining or fine-tuning file)");
         flags.bind("add_max", add_max, "--task add: the largest operand");
+        flags.bind_choice("add_slip", add_slip, {"digit", "carry"}, "--task add: the DPO and reward-model pairs' rejected "
+                          "reply: the right one with one digit written as another (an operand it restates, or the "
+                          "sum), or a carry slip in the sum (plus or minus 1 or 10)");
         flags.bind("threads", threads, "CPU threads (0: all cores)");
         flags.bind("pretrain_steps", pretrain_steps, "pretraining steps (32 x 48 tokens)");
         flags.bind("sft_steps", sft_steps, "SFT steps (32 conversations)");
@@ -242,6 +301,7 @@ int main(int argc, char** argv) {
         flags.bind("grpo_reward", grpo_reward, "GRPO's rule reward (exact_match; final_number reads the reply's last number, "
                    "for --restate)");
         flags.bind("grpo_loss", grpo_loss, "cispo or grpo");
+        flags.bind("grpo_seed", grpo_seed, "GRPO's seed: the order of its prompts and its samples (both GRPO stages)");
         flags.bind_choice("grpo_data", grpo_data, {"train", "val", "train+val", "rl"},
                           "GRPO's prompts: the rl split (--rl_facts: facts pretraining states but never asks), the SFT "
                           "training questions, the SFT validation questions (never trained on, but asked in "
@@ -305,7 +365,7 @@ int main(int argc, char** argv) {
         const std::vector<Problem> train(all.begin() + n_test + n_rl + 50, all.end());
         auto wrong_answer = [&](const Problem& p) {
             int w;
-            if (p.sum()) {  // a carry dropped or added
+            if (p.sum()) {  // a carry dropped or added (--add_slip carry)
                 const int deltas[] = {1, -1, 10, -10};
                 do w = p.a + p.b + deltas[rng() % 4];
                 while (w < 0);
@@ -321,14 +381,19 @@ int main(int argc, char** argv) {
             for (const Problem& q : ps) o << nlohmann::json{{"conversations", conversation(q.question(), q.answer())}}.dump() << '\n';
             MT_CHECK(o, p.string(), ": write failed");
         };
-        auto write_split = [&](const std::string& name, const std::vector<Problem>& ps) {
-            std::ofstream sft(data / ("sft_" + name + ".jsonl")), dpo(data / ("dpo_" + name + ".jsonl"));
+        // SFT conversations and DPO pairs (the answer vs a slip); with sft_too false only the pairs, under `pairs_name`.
+        auto write_split = [&](const std::string& name, const std::vector<Problem>& ps, bool sft_too = true,
+                               const std::string& pairs_name = "") {
+            std::ofstream sft, dpo(data / (pairs_name.empty() ? "dpo_" + name + ".jsonl" : pairs_name));
+            if (sft_too) sft.open(data / ("sft_" + name + ".jsonl"));
             for (const Problem& p : ps) {
                 const bool restate = restate_fraction > 0 && double(rng() % 1000) < 1000 * restate_fraction;
                 auto reply = [&](const std::string& result) { return restate ? p.restated(result) : result; };
-                sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
+                if (sft_too) sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
+                const std::string rejected = p.sum() && add_slip == "digit" ? digit_slip(reply(p.answer()), rng)
+                                                                            : reply(wrong_answer(p));
                 dpo << nlohmann::json{{"chosen", conversation(p.question(), reply(p.answer()))},
-                                      {"rejected", conversation(p.question(), reply(wrong_answer(p)))}}.dump() << '\n';
+                                      {"rejected", conversation(p.question(), rejected)}}.dump() << '\n';
             }
         };
         write_split("train", train);
@@ -338,6 +403,9 @@ int main(int argc, char** argv) {
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
         write_lines(data / "test_prompts.txt", qs);
         write_lines(data / "test_answers.txt", as);
+        // Pairs on the held-out questions, read only by the reward model's evaluation (step 8): how well it judges
+        // answers it never read, as GRPO's samples on the rl prompts are. Written last: the files above do not change.
+        write_split("test", test, false, "rm_test_pairs.jsonl");
         const char* what = adding ? "sums (held-out and rl ones in no other file)" : "facts stated for pretraining";
         std::printf("[1/8] data: %zu %s; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, in %s\n", all.size(),
                     what, train.size(), val.size(), rl.size(), test.size(), data.c_str());
@@ -379,7 +447,7 @@ int main(int argc, char** argv) {
             double seconds;
         };
         std::vector<StageResult> results;
-        auto report = [&](const std::string& stage, Transformer<Net>& m, double secs) {
+        auto report = [&](const std::string& stage, Transformer<Net>& m, double secs) -> Score {
             std::string ex;
             const Score score = accuracy(m, tok, test, &ex);
             const double acc = score.accuracy;
@@ -389,6 +457,7 @@ int main(int argc, char** argv) {
             std::printf("==> %s: held-out exact match %.1f%% (%zu questions%s), stage time %.1f s\n%s", stage.c_str(), 100 * acc,
                         test.size(), habit.c_str(), secs, ex.c_str());
             std::fflush(stdout);
+            return score;
         };
         auto finish_folder = [&](const fs::path& run) {
             fs::copy_file(tok_path, run / "final" / "tokenizer.json", fs::copy_options::overwrite_existing);
@@ -465,10 +534,11 @@ int main(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         const fs::path sft_run = out / "sft";
         double sft_rl_accuracy = 0;  // the SFT model on the rl split's questions: where GRPO starts
+        Score sft_score;             // ... and on the held-out ones, question by question
         if (reuse_sft) {
             Transformer<Net> m(load_model_config(sft_run / "final"));
             load_pretrained(sft_run / "final", m);
-            report("SFT (full, reused)", m, 0.0);
+            sft_score = report("SFT (full, reused)", m, 0.0);
             if (!rl.empty()) sft_rl_accuracy = accuracy(m, tok, rl, nullptr).accuracy;
         } else {
             TrainConfig c = stage_config(sft_run, tok_path, vocab, threads, sft_train, sft_val, sft_steps, sft_lr, 20);
@@ -476,7 +546,7 @@ int main(int argc, char** argv) {
             Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, SFT> t(c);
             t.fit();
             finish_folder(sft_run);
-            report("SFT (full)", t.model(), seconds_since(t0));
+            sft_score = report("SFT (full)", t.model(), seconds_since(t0));
             if (!rl.empty()) sft_rl_accuracy = accuracy(t.model(), tok, rl, nullptr).accuracy;
         }
 
@@ -538,6 +608,7 @@ int main(int argc, char** argv) {
             c.temperature = grpo_temperature;
             c.max_gen_len = 16;  // "24 x 24 = 576" and <|im_end|>, with room to spare
             c.reward = grpo_reward;
+            c.seed = grpo_seed;  // the prompt order and the samples
             c.log_interval = 10;
             c.eval_batches = 2;
             fs::remove_all(grpo_run);  // a fresh run each time
@@ -545,7 +616,9 @@ int main(int argc, char** argv) {
             if (reward) t.objective().set_reward(std::move(reward));
             t.fit();
             finish_folder(grpo_run);
-            report(label, t.model(), seconds_since(t0));
+            const Paired vs = compare_paired(sft_score, report(label, t.model(), seconds_since(t0)));
+            std::printf("    against the SFT model, question by question: %d of its held-out errors fixed, %d of its right "
+                        "answers broken (exact sign test, two-sided: p = %.2g)\n", vs.fixed, vs.broken, vs.p_value);
             if (grpo_data == "rl")
                 std::printf("    on its own prompts (the %zu rl questions, greedy): %.1f%%; the SFT model: %.1f%%\n", rl.size(),
                             100 * accuracy(t.model(), tok, rl, nullptr).accuracy, 100 * sft_rl_accuracy);
@@ -583,7 +656,7 @@ int main(int argc, char** argv) {
 
         // ---- 8. a reward model on the DPO pairs, then GRPO with its score as the reward -------------------
         if (rm_steps > 0) {
-            std::printf("[8/8] reward model: %d steps from %s on the DPO pairs (answer vs near miss), held out: %s\n",
+            std::printf("[8/8] reward model: %d steps from %s on the DPO pairs (answer vs a slip), held out: %s\n",
                         rm_steps, (sft_run / "final").c_str(), (data / "dpo_val.jsonl").c_str());
             t0 = std::chrono::steady_clock::now();
             const fs::path rm_run = out / "reward";
@@ -604,8 +677,15 @@ int main(int argc, char** argv) {
             const PairEvaluation e = evaluate_pairs(rm, head, pairs, c.batch_size, c.max_seq_len);
             std::printf("==> reward model: held-out pair accuracy %.1f%% (%lld pairs), margin %.4f, loss %.4f, %.1f s\n",
                         100 * e.accuracy, (long long)e.pairs, e.margin, e.loss, seconds_since(t0));
-            rm_line = "reward model: held-out pair accuracy " + std::to_string(100 * e.accuracy).substr(0, 4) + "% (" +
-                      std::to_string(e.pairs) + " DPO pairs held out)";
+            TrainConfig ct = c;
+            ct.val_data = (data / "rm_test_pairs.jsonl").string();
+            RewardModel::Data test_pairs(ct);
+            const PairEvaluation et = evaluate_pairs(rm, head, test_pairs, c.batch_size, c.max_seq_len);
+            std::printf("    on pairs for the held-out questions (answers in no training file): pair accuracy %.1f%% (%lld pairs), "
+                        "margin %.4f\n", 100 * et.accuracy, (long long)et.pairs, et.margin);
+            rm_line = "reward model: pair accuracy " + std::to_string(100 * e.accuracy).substr(0, 4) + "% (" +
+                      std::to_string(e.pairs) + " DPO pairs held out), " + std::to_string(100 * et.accuracy).substr(0, 4) +
+                      "% (" + std::to_string(et.pairs) + " pairs on the held-out questions)";
             if (grpo_steps > 0) {
                 std::printf("[8b] GRPO with the reward model's score as the reward (otherwise as step 7)\n");
                 grpo_stage("GRPO (reward model)", out / "grpo_rm", reward_model_reward<Net, CPU>(rm_run / "final"));
