@@ -389,7 +389,8 @@ int main(int argc, char** argv) {
             for (const Problem& p : ps) {
                 const bool restate = restate_fraction > 0 && double(rng() % 1000) < 1000 * restate_fraction;
                 auto reply = [&](const std::string& result) { return restate ? p.restated(result) : result; };
-                if (sft_too) sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
+                if (sft_too)
+                    sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
                 const std::string rejected = p.sum() && add_slip == "digit" ? digit_slip(reply(p.answer()), rng)
                                                                             : reply(wrong_answer(p));
                 dpo << nlohmann::json{{"chosen", conversation(p.question(), reply(p.answer()))},
@@ -681,8 +682,8 @@ int main(int argc, char** argv) {
             ct.val_data = (data / "rm_test_pairs.jsonl").string();
             RewardModel::Data test_pairs(ct);
             const PairEvaluation et = evaluate_pairs(rm, head, test_pairs, c.batch_size, c.max_seq_len);
-            std::printf("    on pairs for the held-out questions (answers in no training file): pair accuracy %.1f%% (%lld pairs), "
-                        "margin %.4f\n", 100 * et.accuracy, (long long)et.pairs, et.margin);
+            std::printf("    on pairs for the held-out questions (--task add: sums in no training file): pair accuracy "
+                        "%.1f%% (%lld pairs), margin %.4f\n", 100 * et.accuracy, (long long)et.pairs, et.margin);
             rm_line = "reward model: pair accuracy " + std::to_string(100 * e.accuracy).substr(0, 4) + "% (" +
                       std::to_string(e.pairs) + " DPO pairs held out), " + std::to_string(100 * et.accuracy).substr(0, 4) +
                       "% (" + std::to_string(et.pairs) + " pairs on the held-out questions)";
