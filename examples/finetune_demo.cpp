@@ -38,9 +38,10 @@
 // questions need. The DPO pairs' rejected reply is the right one with one digit changed (--add_slip), and
 // data/rm_test_pairs.jsonl holds such pairs for the held-out questions, read only to score the reward model.
 // A run where GRPO lifts held-out exact match clearly above SFT (85.3% -> 89.3-95.3% over three seeds;
-// benchmarks/RESULTS.md, session 10), about 10 minutes on 2 cores:
+// benchmarks/RESULTS.md, session 10), about 10 minutes on 2 cores with the other stages off:
 //   finetune_demo --task add --test 1000 --rl_facts 1300 --pretrain_steps 5000 --restate 1 --sft_steps 2000
 //     --grpo_data rl --grpo_reward final_number --grpo_temperature 1.0 --grpo_prompts 16 --grpo_steps 400
+//     --lora_steps 0 --dpo_steps 0 --distill_steps 0 --rm_steps 0
 //
 // Tokenizer: trained on the texts with the digits removed, so no merge involves a digit and every digit
 // is one token. The model is the "tiny" preset (4 layers x 128). Sized to finish in about five minutes
