@@ -132,7 +132,7 @@ struct Paired {
     double p_value = 1;
 };
 
-inline Paired compare_paired(const Score& before, const Score& after) {
+Paired compare_paired(const Score& before, const Score& after) {
     MT_CHECK(before.right.size() == after.right.size(), "compare_paired: ", before.right.size(), " and ",
              after.right.size(), " questions");
     Paired r;
@@ -382,15 +382,14 @@ int main(int argc, char** argv) {
             for (const Problem& q : ps) o << nlohmann::json{{"conversations", conversation(q.question(), q.answer())}}.dump() << '\n';
             MT_CHECK(o, p.string(), ": write failed");
         };
-        // SFT conversations and DPO pairs (the answer vs a slip); with sft_too false only the pairs, under `pairs_name`.
-        auto write_split = [&](const std::string& name, const std::vector<Problem>& ps, bool sft_too = true,
-                               const std::string& pairs_name = "") {
-            std::ofstream sft, dpo(data / (pairs_name.empty() ? "dpo_" + name + ".jsonl" : pairs_name));
-            if (sft_too) sft.open(data / ("sft_" + name + ".jsonl"));
+        // DPO pairs (the answer vs a slip) into `pairs_file`, and the SFT conversations into `sft_file` unless it is empty.
+        auto write_split = [&](const std::vector<Problem>& ps, const std::string& pairs_file, const std::string& sft_file) {
+            std::ofstream sft, dpo(data / pairs_file);
+            if (!sft_file.empty()) sft.open(data / sft_file);
             for (const Problem& p : ps) {
                 const bool restate = restate_fraction > 0 && double(rng() % 1000) < 1000 * restate_fraction;
                 auto reply = [&](const std::string& result) { return restate ? p.restated(result) : result; };
-                if (sft_too)
+                if (sft.is_open())
                     sft << nlohmann::json{{"conversations", conversation(p.question(), reply(p.answer()))}}.dump() << '\n';
                 const std::string rejected = p.sum() && add_slip == "digit" ? digit_slip(reply(p.answer()), rng)
                                                                             : reply(wrong_answer(p));
@@ -398,8 +397,8 @@ int main(int argc, char** argv) {
                                       {"rejected", conversation(p.question(), rejected)}}.dump() << '\n';
             }
         };
-        write_split("train", train);
-        write_split("val", val);
+        write_split(train, "dpo_train.jsonl", "sft_train.jsonl");
+        write_split(val, "dpo_val.jsonl", "sft_val.jsonl");
         write_conversations(data / "rl_train.jsonl", rl);  // GRPO's prompts, the answer as the rewards' reference
         std::vector<std::string> qs, as;
         for (const Problem& p : test) qs.push_back(p.question()), as.push_back(p.answer());
@@ -407,7 +406,7 @@ int main(int argc, char** argv) {
         write_lines(data / "test_answers.txt", as);
         // Pairs on the held-out questions, read only by the reward model's evaluation (step 8): how well it judges
         // answers it never read, as GRPO's samples on the rl prompts are. Written last: the files above do not change.
-        write_split("test", test, false, "rm_test_pairs.jsonl");
+        write_split(test, "rm_test_pairs.jsonl", "");
         const char* what = adding ? "sums (held-out and rl ones in no other file)" : "facts stated for pretraining";
         std::printf("[1/8] data: %zu %s; questions: %zu train, %zu val, %zu rl (GRPO), %zu held out, in %s\n", all.size(),
                     what, train.size(), val.size(), rl.size(), test.size(), data.c_str());
