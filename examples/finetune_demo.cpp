@@ -52,6 +52,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -170,6 +171,48 @@ Score accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<
     return s;
 }
 
+/// How a reward model ranks the policy's own replies: G samples per question at temperature 1, and over
+/// the questions with both right and wrong samples, every (right, wrong) pair of them. What GRPO's group
+/// advantage is made of, unlike pairs with a planted slip.
+struct SampleRanking {
+    int mixed = 0;           // questions with a right and a wrong sample
+    long pairs = 0, wins = 0;  // (right, wrong) pairs, and those the model scores right above wrong
+};
+
+/// G replies of `policy` to `question` at temperature 1, seeded (seed, i).
+std::vector<std::string> sample_replies(Transformer<Net>& policy, const Tokenizer& tok, const std::string& question, int G,
+                                        std::uint64_t seed) {
+    std::vector<std::string> replies;
+    for (int i = 0; i < G; ++i) {
+        SampleOptions o;
+        o.temperature = 1.0;
+        o.max_new_tokens = 16;
+        o.seed = hash64(seed, std::uint64_t(i));
+        ChatSession<Net> chat(policy, ChatTemplate(tok), o);
+        replies.push_back(chat.reply(question));
+    }
+    return replies;
+}
+
+SampleRanking rank_samples(Transformer<Net>& policy, const Tokenizer& tok, RewardModelScorer<Net, CPU>& rm,
+                           const std::vector<Problem>& questions, int G) {
+    SampleRanking r;
+    for (std::size_t q = 0; q < questions.size(); ++q) {
+        const std::string prompt =
+            render_chatml(Conversation{{Role::user, questions[q].question()}}) + "<|im_start|>assistant\n";
+        std::vector<std::pair<double, bool>> scored;  // (score, right) per sample
+        for (const std::string& reply : sample_replies(policy, tok, questions[q].question(), G, q))
+            scored.push_back({rm.score(prompt, reply), right_answer(reply, questions[q])});
+        long pairs = 0;
+        for (const auto& [right_score, right] : scored)
+            for (const auto& [wrong_score, wrong_right] : scored)
+                if (right && !wrong_right) ++pairs, r.wins += right_score > wrong_score;
+        r.pairs += pairs;
+        r.mixed += pairs > 0;
+    }
+    return r;
+}
+
 /// The same for the pretraining text's own question format, "Q: What is 7 x 8? A: 56.", completed
 /// greedily after an end-of-text token: what the model knows, whatever it can say in a conversation.
 template <ModelPolicy M>
@@ -190,6 +233,35 @@ double text_accuracy(Transformer<M>& model, const Tokenizer& tok, const std::vec
 
 /// `text` with one of its digits written as another (never a new leading zero): a slip anywhere in a reply,
 /// in the sum or, when the reply restates the question, in an operand ("53 + 66 = 119" -> "53 + 86 = 119").
+std::string digit_slip(std::string text, std::mt19937_64& rng);
+
+/// Preference pairs from the policy's own replies (--rm_data samples): G samples per question at
+/// temperature 1, labelled by the question's answer; each distinct wrong one is rejected against a right
+/// one (a right sample when there is one, else `reference`'s reply). A question with no wrong sample gets
+/// one pair with a digit slip of its right reply, so that every question is in the file. Returns the pairs.
+int write_sample_pairs(const fs::path& path, Transformer<Net>& policy, const Tokenizer& tok,
+                       const std::vector<Problem>& questions, int G, const std::function<std::string(const Problem&)>& reference,
+                       std::uint64_t seed) {
+    std::ofstream out(path);
+    std::mt19937_64 rng(seed);
+    int n = 0;
+    for (std::size_t q = 0; q < questions.size(); ++q) {
+        const Problem& p = questions[q];
+        const std::vector<std::string> replies = sample_replies(policy, tok, p.question(), G, hash64(seed, q));
+        std::string chosen = reference(p);
+        std::vector<std::string> wrong;
+        for (const std::string& r : replies)
+            if (right_answer(r, p)) chosen = r;
+            else if (std::find(wrong.begin(), wrong.end(), r) == wrong.end()) wrong.push_back(r);
+        if (wrong.empty()) wrong.push_back(digit_slip(chosen, rng));
+        for (const std::string& r : wrong)
+            out << nlohmann::json{{"chosen", conversation(p.question(), chosen)},
+                                  {"rejected", conversation(p.question(), r)}}.dump() << '\n', ++n;
+    }
+    MT_CHECK(out, path.string(), ": write failed");
+    return n;
+}
+
 std::string digit_slip(std::string text, std::mt19937_64& rng) {
     auto digit = [&](std::size_t i) { return i < text.size() && text[i] >= '0' && text[i] <= '9'; };
     std::vector<std::size_t> at;
@@ -262,8 +334,11 @@ int main(int argc, char** argv) {
         double distill_lr = 3e-3, distill_alpha = 0.5, distill_temperature = 1.5;
         std::uint64_t distill_seed = 11;  // the initial student, the same for both
         // A reward model (the SFT model + a scalar head, Bradley-Terry loss) on the DPO pairs, then GRPO with it.
-        int rm_steps = 100;
+        int rm_steps = 100, rm_samples = 0;
         double rm_lr = 3e-4;
+        std::string rm_data = "dpo";  // or "samples": the SFT model's own replies to the rl questions
+        bool grpo_rule = true;
+        std::string rm_pooling = "mean";  // "last" ranks the SFT model's own samples at chance (RESULTS.md, session 11)
         std::string rm_line;
         bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
@@ -315,6 +390,14 @@ int main(int argc, char** argv) {
         flags.bind("rm_steps", rm_steps, "reward model steps (8 DPO pairs each) from the SFT model, then GRPO with its score as the "
                    "reward (grpo_steps, same settings; 0: skip both)");
         flags.bind("rm_lr", rm_lr, "reward model peak learning rate");
+        flags.bind_choice("rm_data", rm_data, {"dpo", "samples"}, "the reward model's training pairs: the DPO pairs (the "
+                          "answer vs a slip, on the SFT questions), or the SFT model's own replies to the rl questions "
+                          "(--rl_facts), 6 per question at temperature 1, each wrong one against a right one");
+        flags.bind("grpo_rule", grpo_rule, "run step 7 (GRPO with the rule reward; 0: only step 8's reward-model GRPO)");
+        flags.bind_choice("rm_pooling", rm_pooling, {"last", "mean"}, "where the reward model's head reads a reply: its "
+                          "last token, or the mean over its tokens");
+        flags.bind("rm_samples", rm_samples, "also score the reward model on the SFT model's own samples: this many per "
+                   "held-out question at temperature 1, how often it ranks a right one above a wrong one (0: skip)");
         flags.bind("reuse_pretrain", reuse_pretrain, "skip pretraining: fine-tune the model already in OUT_DIR/pretrain/final");
         flags.bind("reuse_sft", reuse_sft, "skip SFT too: the later stages start from OUT_DIR/sft/final (with --reuse_pretrain 1)");
         flags.bind("test", n_test, "held-out questions");
@@ -635,7 +718,7 @@ int main(int argc, char** argv) {
             }
             std::printf("    reward curve (step:mean reward of the samples):%s\n", curve.c_str());
         };
-        if (grpo_steps > 0) {
+        if (grpo_steps > 0 && grpo_rule) {
             std::printf("[7/8] GRPO (%s): %d steps from %s, %d prompts x %d samples per step, prompts: the %s questions\n",
                         grpo_loss.c_str(), grpo_steps, (sft_run / "final").c_str(), grpo_prompts, grpo_samples,
                         grpo_data.c_str());
@@ -657,15 +740,28 @@ int main(int argc, char** argv) {
 
         // ---- 8. a reward model on the DPO pairs, then GRPO with its score as the reward -------------------
         if (rm_steps > 0) {
-            std::printf("[8/8] reward model: %d steps from %s on the DPO pairs (answer vs a slip), held out: %s\n",
-                        rm_steps, (sft_run / "final").c_str(), (data / "dpo_val.jsonl").c_str());
             t0 = std::chrono::steady_clock::now();
+            std::string rm_train = (data / "dpo_train.jsonl").string();
+            if (rm_data == "samples") {
+                MT_CHECK(!rl.empty(), "--rm_data samples needs --rl_facts > 0 (the questions the pairs are sampled on)");
+                rm_train = (data / "rm_train.jsonl").string();
+                Transformer<Net> sft(load_model_config(sft_run / "final"));
+                load_pretrained(sft_run / "final", sft);
+                const int n = write_sample_pairs(rm_train, sft, tok, rl, 6, [&](const Problem& p) {
+                    return restate_fraction > 0 ? p.restated(p.answer()) : p.answer();
+                }, seed);
+                std::printf("[8/8] reward model pairs: %d from the SFT model's replies to the %zu rl questions, in %s (%.1f s)\n",
+                            n, rl.size(), rm_train.c_str(), seconds_since(t0));
+            }
+            std::printf("[8/8] reward model (%s pooling): %d steps from %s on %s, held out: %s\n", rm_pooling.c_str(), rm_steps,
+                        (sft_run / "final").c_str(), rm_train.c_str(), (data / "dpo_val.jsonl").c_str());
             const fs::path rm_run = out / "reward";
-            TrainConfig c = stage_config(rm_run, tok_path, vocab, threads, (data / "dpo_train.jsonl").string(),
+            TrainConfig c = stage_config(rm_run, tok_path, vocab, threads, rm_train,
                                          (data / "dpo_val.jsonl").string(), rm_steps, rm_lr, 10);
             c.init_from = (sft_run / "final").string();
             c.batch_size = 8;
             c.log_interval = 25;
+            c.reward_pooling = rm_pooling;
             fs::remove_all(rm_run);
             {
                 Trainer<Net, Optimizer<AdamW>, Schedule<WarmupCosine>, RewardModel> t(c);
@@ -673,7 +769,7 @@ int main(int argc, char** argv) {
             }
             finish_folder(rm_run);
             Transformer<Net> rm(ModelConfig{vocab, c.max_seq_len});
-            Var& head = load_reward_model(rm_run / "final", rm);
+            const RewardHead head = load_reward_model(rm_run / "final", rm);
             RewardModel::Data pairs(c);
             const PairEvaluation e = evaluate_pairs(rm, head, pairs, c.batch_size, c.max_seq_len);
             std::printf("==> reward model: held-out pair accuracy %.1f%% (%lld pairs), margin %.4f, loss %.4f, %.1f s\n",
@@ -687,6 +783,23 @@ int main(int argc, char** argv) {
             rm_line = "reward model: pair accuracy " + std::to_string(100 * e.accuracy).substr(0, 4) + "% (" +
                       std::to_string(e.pairs) + " DPO pairs held out), " + std::to_string(100 * et.accuracy).substr(0, 4) +
                       "% (" + std::to_string(et.pairs) + " pairs on the held-out questions)";
+            if (rm_samples > 0) {
+                Transformer<Net> sft(load_model_config(sft_run / "final"));
+                load_pretrained(sft_run / "final", sft);
+                RewardModelScorer<Net, CPU> scorer(rm_run / "final");
+                const SampleRanking sr = rank_samples(sft, tok, scorer, test, rm_samples);
+                std::printf("    on the SFT model's own samples (%d per held-out question, temperature 1): %d questions have "
+                            "right and wrong ones; it scores the right one higher in %.1f%% of their %ld (right, wrong) "
+                            "pairs\n", rm_samples, sr.mixed, 100.0 * double(sr.wins) / double(std::max(1L, sr.pairs)),
+                            sr.pairs);
+                if (!rl.empty()) {  // GRPO's prompts with --grpo_data rl (other samples than --rm_data samples' pairs)
+                    const SampleRanking rr = rank_samples(sft, tok, scorer, rl, rm_samples);
+                    std::printf("    ... and on the rl questions (GRPO's prompts): %d with right and wrong samples, %.1f%% of "
+                                "%ld pairs\n", rr.mixed, 100.0 * double(rr.wins) / double(std::max(1L, rr.pairs)), rr.pairs);
+                }
+                rm_line += ", " + std::to_string(100.0 * double(sr.wins) / double(std::max(1L, sr.pairs))).substr(0, 4) +
+                           "% on the SFT model's own samples";
+            }
             if (grpo_steps > 0) {
                 std::printf("[8b] GRPO with the reward model's score as the reward (otherwise as step 7)\n");
                 grpo_stage("GRPO (reward model)", out / "grpo_rm", reward_model_reward<Net, CPU>(rm_run / "final"));

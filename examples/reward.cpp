@@ -5,7 +5,8 @@
 //
 // --data_path is MiniMind's DPO JSONL, unchanged: one {"chosen": [turns...], "rejected": [turns...]} per
 // line. The model is --from_weight's transformer with a scalar head (score.weight, a Linear C -> 1 on the
-// final-norm hidden state, read at the last reply token); the loss is -log sigmoid(r(chosen) -
+// final-norm hidden state, read at the last reply token, or with --reward_pooling mean the mean over the
+// reply's tokens); the loss is -log sigmoid(r(chosen) -
 // r(rejected)), averaged over pairs. Held-out pairs: --val_data, or --val_fraction (default 0.1) of the
 // data. The progress line adds reward_accuracy and reward_margin; at the end the program loads
 // OUT_DIR/final back and prints its held-out pair accuracy. OUT_DIR/final is the trunk's model folder plus
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
         sf.bind(flags, cfg, "DPO JSONL: {\"chosen\": [...], \"rejected\": [...]} per line");
         flags.section("Reward model");
         flags.bind("init_seed", cfg.init_seed, "seed of the head's initialization (normal(0, 0.02))");
+        flags.bind_choice("reward_pooling", cfg.reward_pooling, {"last", "mean"}, "where the head reads each sequence: "
+                          "its last reply token (<|im_end|>), or the mean over the reply's tokens");
         flags.parse(argc, argv);
         const std::string preset = sf.resolve(flags, cfg, say);
         MT_CHECK(sf.device == "cpu", "--device ", sf.device, ": reward runs on the CPU only (its score kernel has no CUDA "
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
             if (!comm.is_root()) return;
             const fs::path final_dir = fs::path(cfg.out_dir) / "final";
             Transformer<Net> model(ModelConfig{cfg.vocab_size, cfg.max_seq_len});
-            Var& head = load_reward_model(final_dir, model);
+            const RewardHead head = load_reward_model(final_dir, model);
             RewardModel::Data data(cfg);
             if (!data.has_val()) {
                 say("no held-out pairs (--val_data, --val_fraction): no pair accuracy");

@@ -1,8 +1,9 @@
-// The reward model (train/reward.hpp): select_positions (value, finite-difference gradient, bad
-// positions), the score + Bradley-Terry loss through finite differences, a tiny model's rewards, loss,
+// The reward model (train/reward.hpp): pool_positions (value, finite-difference gradient, bad weights),
+// score_weights (last and mean), the score + Bradley-Terry loss through finite differences, a tiny model's rewards, loss,
 // pair accuracy and every gradient (trunk and head) against PyTorch (tests/golden/tiny_reward.safetensors),
 // and the task trained end to end: held-out pair accuracy rises, the saved folder loads back to the same
-// rewards bit for bit (and its trunk loads as a plain model folder), and a stopped run resumes bit for bit.
+// rewards bit for bit with either pooling (and its trunk loads as a plain model folder; a head that reads
+// nowhere known is refused), and a stopped run resumes bit for bit.
 #include "support/gradcheck.hpp"
 
 #include <cmath>
@@ -47,10 +48,12 @@ double max_abs(const std::vector<double>& v) {
     return m;
 }
 
-Buffer<CPU> positions(std::initializer_list<int> p) {
-    Buffer<CPU> b(Shape{std::int64_t(p.size())}, DType::i32);
+/// (rows, T) f32 weights: a one-hot at each row's position.
+Buffer<CPU> one_hot(std::initializer_list<int> p, int T) {
+    Buffer<CPU> b(Shape{std::int64_t(p.size()), T}, DType::f32);
+    CPU::zero(b.tensor());
     int i = 0;
-    for (int v : p) b.data<std::int32_t>()[i++] = v;
+    for (int v : p) b.data<float>()[T * i++ + v] = 1.0f;
     return b;
 }
 
@@ -58,30 +61,43 @@ Buffer<CPU> positions(std::initializer_list<int> p) {
 
 // ---- the op and the loss --------------------------------------------------------------------------------
 
-TEST_CASE("select_positions: picks one position per row; gradient only there; a bad position is named") {
+TEST_CASE("pool_positions: a one-hot selects its position exactly, other weights sum; gradient by finite "
+          "differences; bad weights are named") {
     Rng rng{3};
     Buffer<CPU> x = randn({3, 5, 4}, rng);
-    Buffer<CPU> pos = positions({4, 0, 2});
+    const int at[3] = {4, 0, 2};
+    Buffer<CPU> pick = one_hot({4, 0, 2}, 5);
     Graph<CPU> g;
     Var& xv = g.leaf(x.tensor(), true);
-    Var& y = select_positions(g, xv, pos.tensor());
+    Var& y = pool_positions(g, xv, pick.tensor());
     REQUIRE(y.data.shape == Shape{3, 4});
     for (int b = 0; b < 3; ++b)
-        for (int c = 0; c < 4; ++c)
-            CHECK(y.data.data<double>()[b * 4 + c] == x.data<double>()[(b * 5 + pos.data<std::int32_t>()[b]) * 4 + c]);
-    gradcheck({{&x}}, [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& { return select_positions(g, *v[0], pos.tensor()); });
-    Buffer<CPU> bad = positions({4, 5, 2});
-    CHECK_THROWS_WITH_AS(select_positions(g, xv, bad.tensor()), doctest::Contains("position 5 of row 1 is outside [0, 5)"),
-                         Error);
+        for (int c = 0; c < 4; ++c) CHECK(y.data.data<double>()[b * 4 + c] == x.data<double>()[(b * 5 + at[b]) * 4 + c]);
+    gradcheck({{&x}}, [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& { return pool_positions(g, *v[0], pick.tensor()); });
+    Buffer<CPU> w(Shape{3, 5}, DType::f32);
+    for (int i = 0; i < 15; ++i) w.data<float>()[i] = i % 3 == 0 ? 0.0f : 0.25f * float(i % 4) - 0.3f;
+    Var& z = pool_positions(g, xv, w.tensor());
+    for (int b = 0; b < 3; ++b)
+        for (int c = 0; c < 4; ++c) {
+            double want = 0;
+            for (int t = 0; t < 5; ++t) want += double(w.data<float>()[b * 5 + t]) * x.data<double>()[(b * 5 + t) * 4 + c];
+            CHECK(z.data.data<double>()[b * 4 + c] == doctest::Approx(want).epsilon(1e-12));
+        }
+    gradcheck({{&x}}, [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& { return pool_positions(g, *v[0], w.tensor()); });
+    Buffer<CPU> short_w(Shape{3, 4}, DType::f32);
+    CHECK_THROWS_WITH_AS(pool_positions(g, xv, short_w.tensor()), doctest::Contains("pool_positions"), Error);
+    Buffer<CPU> int_w(Shape{3, 5}, DType::i32);
+    CHECK_THROWS_WITH_AS(pool_positions(g, xv, int_w.tensor()), doctest::Contains("weights must be f32"), Error);
 }
 
 TEST_CASE("reward score + Bradley-Terry loss: value from the formula, gradient (hidden and head) by finite differences") {
     Rng rng{7};
     const int P = 3, R = 2 * P, T = 4, C = 5;
     Buffer<CPU> h = randn({R, T, C}, rng), w = randn({1, C}, rng);
-    Buffer<CPU> pos = positions({3, 1, 2, 0, 3, 2});
+    const int pos[R] = {3, 1, 2, 0, 3, 2};
+    Buffer<CPU> pick = one_hot({3, 1, 2, 0, 3, 2}, T);
     auto fwd = [&](Graph<CPU>& g, std::vector<Var*>& v) -> Var& {
-        Var& r = reshape(g, linear(g, select_positions(g, *v[0], pos.tensor()), *v[1]), {R});
+        Var& r = reshape(g, linear(g, pool_positions(g, *v[0], pick.tensor()), *v[1]), {R});
         return bradley_terry_loss(g, slice_rows(g, r, 0, P), slice_rows(g, r, P, R));
     };
     gradcheck({{&h}, {&w}}, fwd);
@@ -89,12 +105,12 @@ TEST_CASE("reward score + Bradley-Terry loss: value from the formula, gradient (
     Graph<CPU> g;
     std::vector<Var*> v{&g.leaf(h.tensor()), &g.leaf(w.tensor())};
     DpoStats s;
-    Var& r = reshape(g, linear(g, select_positions(g, *v[0], pos.tensor()), *v[1]), {R});
+    Var& r = reshape(g, linear(g, pool_positions(g, *v[0], pick.tensor()), *v[1]), {R});
     Var& loss = bradley_terry_loss(g, slice_rows(g, r, 0, P), slice_rows(g, r, P, R), &s);
     double want = 0, wins = 0, margin = 0;
     std::vector<double> rr(R);
     for (int b = 0; b < R; ++b) {
-        for (int c = 0; c < C; ++c) rr[b] += w.data<double>()[c] * h.data<double>()[(b * T + pos.data<std::int32_t>()[b]) * C + c];
+        for (int c = 0; c < C; ++c) rr[b] += w.data<double>()[c] * h.data<double>()[(b * T + pos[b]) * C + c];
     }
     for (int p = 0; p < P; ++p) {
         const double d = rr[p] - rr[P + p];
@@ -117,6 +133,19 @@ TEST_CASE("score_positions: the last supervised position of each row, -1 for a r
     CHECK(pos.data<std::int32_t>()[0] == 2);
     CHECK(pos.data<std::int32_t>()[1] == -1);
     CHECK(pos.data<std::int32_t>()[2] == 4);
+
+    // The weights the head reads with: a one-hot there (last), 1/n on the n supervised positions (mean), and
+    // none for the row without a score.
+    Buffer<CPU> w(Shape{3, 5}, DType::f32);
+    const float last[15] = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    CHECK(reward::score_weights(tgt, reward::Pooling::last, w) == std::vector<char>{1, 0, 1});
+    CHECK(std::memcmp(w.data<float>(), last, sizeof last) == 0);
+    CHECK(reward::score_weights(tgt, reward::Pooling::mean, w) == std::vector<char>{1, 0, 1});
+    const float mean[15] = {0, 0.5f, 0.5f, 0, 0, 0, 0, 0, 0, 0, 0.2f, 0.2f, 0.2f, 0.2f, 0.2f};
+    CHECK(std::memcmp(w.data<float>(), mean, sizeof mean) == 0);
+    CHECK(reward::parse_pooling("mean") == reward::Pooling::mean);
+    CHECK_THROWS_WITH_AS(reward::parse_pooling("first"), doctest::Contains("reward_pooling \"first\": expected \"last\""),
+                         Error);
 }
 
 // ---- against PyTorch -----------------------------------------------------------------------------------
@@ -130,9 +159,10 @@ TEST_CASE("reward model against PyTorch: read positions, rewards, loss, accuracy
     st.read_into("input_ids", ids);
     st.read_into("targets", targets);
     st.read_into("positions", want_pos);
-    Buffer<CPU> pos(Shape{R}, DType::i32);
+    Buffer<CPU> pos(Shape{R}, DType::i32), weights(Shape{R, T}, DType::f32);
     reward::score_positions(targets, pos);
     CHECK(std::memcmp(pos.data<std::int32_t>(), want_pos.data<std::int32_t>(), std::size_t(R) * 4) == 0);
+    reward::score_weights(targets, reward::Pooling::last, weights);
 
     Net model(ModelConfig{cfg.at("vocab_size").get<int>(), cfg.at("max_position_embeddings").get<int>()});
     for (auto& p : model.params().all()) dense.read_into(p.name, p.var.data);
@@ -143,7 +173,7 @@ TEST_CASE("reward model against PyTorch: read positions, rewards, loss, accuracy
         if (p.name != reward::head_name) check_close(to_vector(p.var.data), read(dense, p.name), 0, 0, "kept " + p.name);
 
     Graph<CPU> g;
-    Var& r = reward_scores(g, model, head, ids.tensor(), pos.tensor());
+    Var& r = reward_scores(g, model, head, ids.tensor(), weights.tensor());
     check_close(to_vector(r.data), read(st, "rewards"), 1e-5, 1e-5, "rewards");
     DpoStats s;
     Var& loss = bradley_terry_loss(g, slice_rows(g, r, 0, P), slice_rows(g, r, P, R), &s);
@@ -218,11 +248,14 @@ std::vector<float> weights(RewardTrainer& t) {
 
 }  // namespace
 
-TEST_CASE("reward trainer: init_from loads the trunk; training raises held-out pair accuracy; the saved folder "
-          "reproduces the rewards exactly") {
+TEST_CASE("reward trainer, either pooling: init_from loads the trunk; training raises held-out pair accuracy; the "
+          "saved folder reproduces the rewards exactly") {
+  for (const std::string pooling : {"last", "mean"}) {
+    CAPTURE(pooling);
     TempDir dir;
     TrainConfig c = reward_run(dir);
     c.max_steps = 12;
+    c.reward_pooling = pooling;
     RewardTrainer t(c);
     {  // the trunk is the SFT folder's, the head from the seed
         Net sft(ModelConfig{c.vocab_size, c.max_seq_len});
@@ -246,11 +279,12 @@ TEST_CASE("reward trainer: init_from loads the trunk; training raises held-out p
     data.val_reset();
     Buffer<CPU> ids(Shape{2 * c.batch_size, c.max_seq_len}, DType::i32), tgt(Shape{2 * c.batch_size, c.max_seq_len}, DType::i32);
     data.val_next(ids, tgt);
-    const auto trained = score_sequences(t.model(), t.objective().head(), ids, tgt);
+    const auto trained = score_sequences(t.model(), t.objective().reward_head(), ids, tgt);
     const fs::path final_dir = fs::path(c.out_dir) / "final";
     REQUIRE(fs::exists(final_dir / reward::head_file));
     Net loaded(ModelConfig{c.vocab_size, c.max_seq_len});
-    Var& head = load_reward_model(final_dir, loaded);
+    const RewardHead head = load_reward_model(final_dir, loaded);
+    CHECK(head.pooling == reward::parse_pooling(pooling));
     const auto again = score_sequences(loaded, head, ids, tgt);
     REQUIRE(again.size() == trained.size());
     for (std::size_t i = 0; i < trained.size(); ++i) CHECK(again[i] == trained[i]);  // bit for bit
@@ -267,6 +301,18 @@ TEST_CASE("reward trainer: init_from loads the trunk; training raises held-out p
     load_pretrained(final_dir, plain);
     Net plain2(ModelConfig{c.vocab_size, c.max_seq_len});
     CHECK_THROWS_WITH_AS(load_reward_model(c.init_from, plain2), doctest::Contains("no reward head"), Error);
+    // A head whose metadata names a read position this code does not know is refused, naming the field.
+    if (pooling == "mean") {
+        const fs::path head_path = final_dir / reward::head_file;
+        Buffer<CPU> w(Shape{1, GoldenDense::hidden}, DType::f32);
+        SafeTensors(head_path).read_into(reward::head_name, w);
+        save_safetensors(head_path, {{reward::head_name, w.tensor()}},
+                         {{"format", "pt"}, {reward::head_metadata_key, R"({"hidden": 32, "position": "middle"})"}});
+        Net plain3(ModelConfig{c.vocab_size, c.max_seq_len});
+        CHECK_THROWS_WITH_AS(load_reward_model(final_dir, plain3),
+                             doctest::Contains("field \"position\" is \"middle\", expected \"last_supervised\""), Error);
+    }
+  }
 }
 
 TEST_CASE("reward trainer: stop and resume equals the uninterrupted run bit for bit (head included)") {

@@ -450,26 +450,29 @@ TEST_CASE("parse_chatml_prompt: the messages of a rendered prompt before the ope
 namespace {
 
 /// A reward model folder beside grpo_run's files: a random trunk (max_seq_len 40, not the policy's 24)
-/// and a head wide enough that replies score apart.
-fs::path write_reward_model(const TempDir& dir, const TrainConfig& c) {
+/// and a head wide enough that replies score apart, reading with `pooling`.
+fs::path write_reward_model(const TempDir& dir, const TrainConfig& c, reward::Pooling pooling) {
     Net rm(ModelConfig{c.vocab_size, 40});
     rm.init(11);
     Var& head = rm.params().append(reward::head_name, Shape{1, GoldenDense::hidden});
     reward::init_head<CPU>(head, 1.0, 12);
     SaveOptions files;
     files.tokenizer = c.tokenizer;
-    save_reward_model(dir.path / "rm", rm, head, files);
+    save_reward_model(dir.path / "rm", rm, RewardHead{&head, pooling}, files);
     return dir.path / "rm";
 }
 
 }  // namespace
 
 TEST_CASE("reward model as GRPO's reward: each sample's reward is score_sequences of its conversation in the "
-          "reward-training view, exactly; the run is deterministic; another tokenizer is refused") {
+          "reward-training view, exactly, with either pooling; the run is deterministic; another tokenizer is refused") {
+    reward::Pooling pooling = reward::Pooling::last;
+    SUBCASE("the head reads the last reply token") {}
+    SUBCASE("the head reads the mean over the reply") { pooling = reward::Pooling::mean; }
     TempDir dir;
     TrainConfig c = grpo_run(dir);
     c.max_steps = 3;
-    const fs::path rm_dir = write_reward_model(dir, c);
+    const fs::path rm_dir = write_reward_model(dir, c, pooling);
     check_reward_tokenizer(rm_dir, c.tokenizer);  // the same file: accepted
     GrpoTrainer t(c);
     t.objective().set_reward(reward_model_reward<GoldenDense>(rm_dir));
@@ -481,7 +484,8 @@ TEST_CASE("reward model as GRPO's reward: each sample's reward is score_sequence
     const Tokenizer tok = Tokenizer::load(c.tokenizer);
     const ChatTemplate chat(tok);
     Net rm(ModelConfig{c.vocab_size, 40});
-    Var& head = load_reward_model(rm_dir, rm);
+    const RewardHead head = load_reward_model(rm_dir, rm);
+    CHECK(head.pooling == pooling);
     std::set<double> distinct;
     for (int row = 0; row < 8; ++row) {
         const auto& pr = ro.prompts[std::size_t(row / 4)];

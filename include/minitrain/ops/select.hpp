@@ -1,22 +1,24 @@
 // minitrain/ops/select.hpp
-// The differentiable selection of one position per row, for every backend: what a scalar head (the
-// reward model's score, train/reward.hpp) reads from a (B, T, C) hidden state. See backend/cpu/select.hpp.
+// The differentiable read-out of a (B, T, C) hidden state as one vector per row, for every backend: a
+// weighted sum over the positions. With a one-hot it selects one position exactly (the reward model's
+// last-token score, train/reward.hpp); with 1/n on n positions it is their mean (its mean pooling). See
+// backend/cpu/select.hpp.
 #pragma once
 
 #include "../autograd/graph.hpp"
 
 namespace minitrain {
 
-/// y[b, :] = x[b, positions[b], :].   x: (B, T, C)  positions: (B) i32 on the backend  ->  y: (B, C).
-/// The gradient flows into x at the selected positions only. `positions` must outlive the backward.
+/// y[b, :] = sum_t weights[b, t] x[b, t, :].   x: (B, T, C)  weights: (B, T) f32 on the backend  ->  y: (B, C).
+/// The gradient flows into x at the positions of nonzero weight. `weights` must outlive the backward.
 template <class B>
-Var& select_positions(Graph<B>& g, Var& x, const Tensor& positions) {
-    MT_CHECK(x.data.shape.rank == 3, "select_positions: x must be (B, T, C), found ", x.data.shape);
+Var& pool_positions(Graph<B>& g, Var& x, const Tensor& weights) {
+    MT_CHECK(x.data.shape.rank == 3, "pool_positions: x must be (B, T, C), found ", x.data.shape);
     Var& y = g.make(Shape{x.data.shape[0], x.data.shape[2]}, x.data.dtype, g.needs_grad(x));
-    select_positions_forward(B{}, y.data, x.data, positions);
+    pool_positions_forward(B{}, y.data, x.data, weights);
     if (y.requires_grad)
-        g.record({&y}, [px = &x, py = &y, positions](Graph<B>& g) {
-            select_positions_backward(B{}, g.grad_of(*px), py->grad, positions);
+        g.record({&y}, [px = &x, py = &y, weights](Graph<B>& g) {
+            pool_positions_backward(B{}, g.grad_of(*px), py->grad, weights);
         });
     return y;
 }

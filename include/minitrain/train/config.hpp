@@ -73,6 +73,9 @@ struct TrainConfig {
     double distill_alpha = 0.5;        // weight of the hard-label loss; 1 - alpha weighs the soft targets
     double distill_temperature = 1.5;  // softens both distributions of the KL term
 
+    // ---- reward model (train/reward.hpp)
+    std::string reward_pooling = "last";  // where the scalar head reads: "last" supervised position, or "mean" over them
+
     // ---- divergence guard (train/guard.hpp)
     double skip_outlier_sigma = 0;  // > 0: skip a step whose loss or grad norm is this many std devs above recent ones
     int max_bad_steps = 5;          // skipped steps in a row (non-finite or outlier) that stop the run; 0: never stop

@@ -3,6 +3,7 @@
 // the Bradley-Terry loss, and the functions that load it back and score sequences with it.
 //
 //   r(x)  = w . h(x)[last]                h: the final-norm hidden state (Transformer::hidden), w: (1, C)
+//   r(x)  = w . mean_t h(x)[t]            reward_pooling "mean": t over the supervised positions
 //   loss  = mean over pairs of -log sigmoid(r(chosen) - r(rejected))
 //
 // Data: DPO's (train/dpo.hpp): MiniMind's DPO JSONL {"chosen": [...], "rejected": [...]}, rendered with
@@ -17,6 +18,11 @@
 //    its end (a truncated reply: everything that fit). It is defined by the targets alone: the pad id and
 //    padding do not matter. A row without a supervised position has no score (an error, except for the padding pairs of
 //    the last validation batch, which are not counted).
+//  - Or (TrainConfig::reward_pooling "mean") the MEAN over every supervised position: the reply's header
+//    "\n", its tokens and its <|im_end|>. A slip in one digit is then visible at the positions that read
+//    it, and need not be carried to the end of the reply: on finetune_demo's sums the last-position head
+//    ranks the SFT model's own right and wrong samples at chance (benchmarks/RESULTS.md, session 11).
+//    Both are weights over the positions (score_weights: a one-hot, or 1/n on n), read by pool_positions.
 //  - The head is score.weight (1, C), no bias, normal(0, init_std) from hash64(init_seed, "score") (as
 //    transformers' LlamaForSequenceClassification: a bias would cancel in every difference r_c - r_r).
 //    It is appended to the model's own ParameterSet (ParameterSet::append) when the objective is built,
@@ -33,7 +39,8 @@
 //    the model folder of the trunk, exactly what sft writes (config.json, model.safetensors without the
 //    head, tokenizer files): it loads anywhere a model folder does (generate, eval, grpo --init_from);
 //    reward_head.safetensors: one tensor "score.weight" F32 (1, C), metadata {"format": "pt",
-//    "minitrain_reward_head": JSON {"hidden": C, "position": "last_supervised", "loss": "bradley_terry"}}.
+//    "minitrain_reward_head": JSON {"hidden": C, "position": "last_supervised" or "mean_supervised",
+//    "loss": "bradley_terry"}}.
 // Loading both reproduces the trained rewards exactly (the weights are f32 and never rounded).
 //
 // Logged per step (MicroResult::metrics): reward_accuracy, reward_margin, chosen_reward, rejected_reward.
@@ -74,6 +81,17 @@ inline constexpr const char* head_name = "score.weight";
 inline constexpr const char* head_file = "reward_head.safetensors";
 inline constexpr const char* head_metadata_key = "minitrain_reward_head";
 
+/// Where the head reads a row (TrainConfig::reward_pooling): its last supervised position, or their mean.
+enum class Pooling { last, mean };
+
+inline Pooling parse_pooling(std::string_view s) {
+    if (s == "last") return Pooling::last;
+    if (s == "mean") return Pooling::mean;
+    detail::fail("reward_pooling \"", s, "\": expected \"last\" (the last supervised position) or \"mean\" (over them)");
+}
+/// The name saved in reward_head.safetensors' metadata ("position").
+inline const char* position_name(Pooling p) { return p == Pooling::last ? "last_supervised" : "mean_supervised"; }
+
 /// The position each row's score is read at: the last t with targets[b, t] != -100, or -1 when the row
 /// has none.   targets: (R, T) i32 host  ->  positions: (R) i32 host
 inline void score_positions(const Tensor& targets, const Tensor& positions) {
@@ -93,15 +111,44 @@ inline void score_positions(const Tensor& targets, const Tensor& positions) {
     }
 }
 
-/// An i32 host tensor as the backend sees it: itself on the CPU, a copy in `dev` (sized on demand) otherwise.
+/// The weights each row's score reads its positions with: a one-hot at score_positions' position
+/// (Pooling::last) or 1/n on each of the row's n supervised positions (Pooling::mean); all zero for a row
+/// without one. Returns, per row, whether it has a score.   targets: (R, T) i32 host  ->  weights: (R, T) f32 host
+inline std::vector<char> score_weights(const Tensor& targets, Pooling pooling, const Tensor& weights) {
+    const std::int64_t R = targets.shape[0], T = targets.shape[1];
+    check_shape(weights, Shape{R, T}, "reward", "weights");
+    MT_CHECK(weights.dtype == DType::f32, "reward: weights must be f32, found ", dtype_name(weights.dtype));
+    Buffer<CPU> pos(Shape{R}, DType::i32);
+    score_positions(targets, pos);
+    const std::int32_t* tgt = targets.data<std::int32_t>();
+    float* w = weights.data<float>();
+    std::fill(w, w + R * T, 0.0f);
+    std::vector<char> scored(static_cast<std::size_t>(R));
+    for (std::int64_t b = 0; b < R; ++b) {
+        const std::int32_t last = pos.data<std::int32_t>()[b];
+        scored[std::size_t(b)] = last >= 0;
+        if (last < 0) continue;
+        if (pooling == Pooling::last) {
+            w[b * T + last] = 1.0f;
+            continue;
+        }
+        std::int64_t n = 0;
+        for (std::int64_t t = 0; t < T; ++t) n += tgt[b * T + t] != ignore_index;
+        for (std::int64_t t = 0; t < T; ++t)
+            if (tgt[b * T + t] != ignore_index) w[b * T + t] = float(1.0 / double(n));
+    }
+    return scored;
+}
+
+/// A host tensor as the backend sees it: itself on the CPU, a copy in `dev` (sized on demand) otherwise.
 template <class Backend>
 const Tensor& on_backend(const Tensor& host, Buffer<Backend>& dev) {
     if constexpr (Backend::device == Device::cpu) {
         (void)dev;
         return host;
     } else {
-        if (dev.tensor().shape != host.shape) dev = Buffer<Backend>(host.shape, DType::i32);
-        Backend::from_host(dev.tensor(), host.data<std::int32_t>());
+        if (dev.tensor().shape != host.shape || dev.tensor().dtype != host.dtype) dev = Buffer<Backend>(host.shape, host.dtype);
+        Backend::from_host(dev.tensor(), host.ptr);
         return dev.tensor();
     }
 }
@@ -117,16 +164,22 @@ void init_head(Var& head, double std, std::uint64_t seed) {
 
 }  // namespace reward
 
-/// The rewards of R sequences: w . hidden[b, positions[b], :].   ids: (R, T) i32, positions: (R) i32 (both
-/// on the backend, every position in [0, T)), head: (1, C)  ->  (R). `aux`, when given, receives the MoE
-/// balancing loss (null for dense models).
+/// The rewards of R sequences: w . sum_t weights[b, t] hidden[b, t, :].   ids: (R, T) i32, weights: (R, T)
+/// f32 (reward::score_weights; both on the backend), head: (1, C)  ->  (R). `aux`, when given, receives the
+/// MoE balancing loss (null for dense models).
 template <class Model>
 Var& reward_scores(Graph<typename Model::backend>& g, Model& model, Var& head, const Tensor& ids,
-                   const Tensor& positions, Var** aux = nullptr) {
+                   const Tensor& weights, Var** aux = nullptr) {
     Var& h = model.hidden(g, ids, nullptr, aux);                          // (R, T, C)
-    Var& last = select_positions(g, h, positions);                        // (R, C)
-    return reshape(g, linear(g, last, head), {ids.shape[0]});             // (R, 1) -> (R)
+    Var& read = pool_positions(g, h, weights);                            // (R, C)
+    return reshape(g, linear(g, read, head), {ids.shape[0]});             // (R, 1) -> (R)
 }
+
+/// A reward model's head: its weight score.weight (1, C), one of the model's parameters, and where it reads.
+struct RewardHead {
+    Var* weight = nullptr;
+    reward::Pooling pooling = reward::Pooling::last;
+};
 
 /// mean_b -log sigmoid(r_chosen[b] - r_rejected[b])  ->  (1); `stats` as dpo_loss's (beta 1: rewards are
 /// the scores themselves). Both inputs (P) of one floating type; the gradient flows into both.
@@ -143,8 +196,9 @@ Var& bradley_terry_loss(Graph<B>& g, Var& chosen, Var& rejected, DpoStats* stats
 /// score.weight) as a model folder with `files`, and the head. Not atomic by itself: the Trainer writes
 /// final/ through write_directory_atomic.
 template <ModelPolicy Net, class Backend>
-void save_reward_model(const std::filesystem::path& dir, const Transformer<Net, Backend>& model, const Var& head,
+void save_reward_model(const std::filesystem::path& dir, const Transformer<Net, Backend>& model, const RewardHead& rh,
                        const SaveOptions& files) {
+    const Var& head = *rh.weight;
     const auto& ps = model.params();
     Transformer<Net, Backend> trunk(model.config());
     const std::int64_t n = std::int64_t(trunk.params().count());
@@ -154,15 +208,15 @@ void save_reward_model(const std::filesystem::path& dir, const Transformer<Net, 
     save_pretrained(dir, trunk, files);
     std::vector<float> w(std::size_t(head.data.numel()));
     Backend::to_host(w.data(), head.data);
-    const nlohmann::json meta = {{"hidden", Net::hidden}, {"position", "last_supervised"}, {"loss", "bradley_terry"}};
+    const nlohmann::json meta = {{"hidden", Net::hidden}, {"position", reward::position_name(rh.pooling)}, {"loss", "bradley_terry"}};
     save_safetensors(dir / reward::head_file, {{reward::head_name, detail::host_f32(w.data(), head.data.shape)}},
                      {{"format", "pt"}, {reward::head_metadata_key, meta.dump()}});
 }
 
 /// Loads a folder written by save_reward_model into `model` (freshly constructed with the folder's sizes):
-/// the trunk, then the head appended to its parameters. Returns the head (1, C).
+/// the trunk, then the head appended to its parameters. Returns the head: its weight (1, C) and pooling.
 template <ModelPolicy Net, class Backend>
-Var& load_reward_model(const std::filesystem::path& dir, Transformer<Net, Backend>& model) {
+RewardHead load_reward_model(const std::filesystem::path& dir, Transformer<Net, Backend>& model) {
     MT_CHECK(!model.params().try_find(reward::head_name), dir.string(), ": the model already has a ", reward::head_name);
     load_pretrained(dir, model);
     const auto path = dir / reward::head_file;
@@ -180,24 +234,37 @@ Var& load_reward_model(const std::filesystem::path& dir, Transformer<Net, Backen
     if (auto bad = find_non_finite(reward::head_name, w.data(), std::int64_t(w.size())))
         detail::fail(path.string(), ": refusing to load a reward head with non-finite values: ", describe(*bad));
     Backend::from_host(head.data, w.data());
-    return head;
+    RewardHead rh{&head};
+    const auto meta = st.metadata().find(reward::head_metadata_key);
+    MT_CHECK(meta != st.metadata().end(), path.string(), ": no \"", reward::head_metadata_key, "\" metadata (where the head "
+             "reads its sequence)");
+    const auto j = nlohmann::json::parse(meta->second, nullptr, false);
+    const std::string position =
+        j.is_object() && j.contains("position") && j["position"].is_string() ? j["position"].get<std::string>() : "";
+    if (position == reward::position_name(reward::Pooling::mean))
+        rh.pooling = reward::Pooling::mean;
+    else
+        MT_CHECK(position == reward::position_name(reward::Pooling::last), path.string(), ": metadata \"",
+                 reward::head_metadata_key, "\" field \"position\" is \"", position, "\", expected \"last_supervised\" or "
+                 "\"mean_supervised\"");
+    return rh;
 }
 
 /// The rewards of R sequences given as host (R, T) ids and targets (every row with a supervised
 /// position), under NoGrad in eval mode on a graph of its own. Returns R numbers.
 template <class Model>
-std::vector<double> score_sequences(Model& model, Var& head, const Tensor& ids, const Tensor& targets) {
+std::vector<double> score_sequences(Model& model, const RewardHead& head, const Tensor& ids, const Tensor& targets) {
     using Backend = typename Model::backend;
     const std::int64_t R = ids.shape[0];
-    Buffer<CPU> pos(Shape{R}, DType::i32);
-    reward::score_positions(targets, pos);
+    Buffer<CPU> w(targets.shape, DType::f32);
+    const std::vector<char> scored = reward::score_weights(targets, head.pooling, w);
     for (std::int64_t b = 0; b < R; ++b)
-        MT_CHECK(pos.data<std::int32_t>()[b] >= 0, "reward: row ", b, " has no supervised token to read its score at");
-    Buffer<Backend> dev_ids, dev_pos;
+        MT_CHECK(scored[std::size_t(b)], "reward: row ", b, " has no supervised token to read its score at");
+    Buffer<Backend> dev_ids, dev_w;
     Graph<Backend> g;
     NoGrad<Backend> no_grad(g);
     g.set_training(false);
-    Var& r = reward_scores(g, model, head, reward::on_backend(ids, dev_ids), reward::on_backend(pos.tensor(), dev_pos));
+    Var& r = reward_scores(g, model, *head.weight, reward::on_backend(ids, dev_ids), reward::on_backend(w.tensor(), dev_w));
     std::vector<float> out(static_cast<std::size_t>(R));
     Backend::to_host(out.data(), r.data);
     return std::vector<double>(out.begin(), out.end());
@@ -215,12 +282,12 @@ struct PairEvaluation {
 /// val_next in the pair layout, padding pairs last) with `model` + `head`, under NoGrad in eval mode.
 /// `batch` = pairs per validation batch (the data's batch_size), T = its max_seq_len.
 template <class Model, class Source>
-PairEvaluation evaluate_pairs(Model& model, Var& head, Source& data, int batch, int T) {
+PairEvaluation evaluate_pairs(Model& model, const RewardHead& head, Source& data, int batch, int T) {
     using Backend = typename Model::backend;
     MT_CHECK(data.has_val(), "evaluate_pairs: no held-out pairs (give val_data or val_fraction)");
     const std::int64_t R = 2 * std::int64_t(batch);
-    Buffer<CPU> ids(Shape{R, T}, DType::i32), tgt(Shape{R, T}, DType::i32), pos(Shape{R}, DType::i32);
-    Buffer<Backend> dev_ids, dev_pos;
+    Buffer<CPU> ids(Shape{R, T}, DType::i32), tgt(Shape{R, T}, DType::i32), w(Shape{R, T}, DType::f32);
+    Buffer<Backend> dev_ids, dev_w;
     Graph<Backend> g;
     NoGrad<Backend> no_grad(g);
     g.set_training(false);
@@ -229,17 +296,15 @@ PairEvaluation evaluate_pairs(Model& model, Var& head, Source& data, int batch, 
     data.val_reset();
     for (std::int64_t i = 0; i < data.val_batches(); ++i) {
         data.val_next(ids, tgt);
-        reward::score_positions(tgt, pos);
-        std::int32_t* p = pos.data<std::int32_t>();
+        const std::vector<char> scored = reward::score_weights(tgt, head.pooling, w);
         std::int64_t n = 0;
-        while (n < batch && (p[n] >= 0 || p[batch + n] >= 0)) ++n;
-        for (std::int64_t b = 0; b < R; ++b) {
-            MT_CHECK(b % batch >= n || p[b] >= 0, "evaluate_pairs: a held-out ", b < batch ? "chosen" : "rejected",
+        while (n < batch && (scored[std::size_t(n)] || scored[std::size_t(batch + n)])) ++n;
+        for (std::int64_t b = 0; b < R; ++b)  // the rows of padding pairs have no score and are not counted
+            MT_CHECK(b % batch >= n || scored[std::size_t(b)], "evaluate_pairs: a held-out ", b < batch ? "chosen" : "rejected",
                      " sequence of pair ", b % batch, " has no assistant token to read its score at");
-            if (p[b] < 0) p[b] = 0;  // a padding pair: not counted
-        }
         g.reset();
-        Var& r = reward_scores(g, model, head, reward::on_backend(ids.tensor(), dev_ids), reward::on_backend(pos.tensor(), dev_pos));
+        Var& r = reward_scores(g, model, *head.weight, reward::on_backend(ids.tensor(), dev_ids),
+                               reward::on_backend(w.tensor(), dev_w));
         std::vector<float> host(static_cast<std::size_t>(R));
         Backend::to_host(host.data(), r.data);
         for (std::int64_t k = 0; k < n; ++k) {
@@ -289,10 +354,11 @@ public:
 
     /// Appends the head to `model`'s parameters (before the Trainer builds the optimizer or loads weights).
     Objective(const TrainConfig& c, Model& model)
-        : params_(model.params()), head_(&params_.append(reward::head_name, Shape{1, Net::hidden})), seed_(c.init_seed),
-          P_(c.batch_size),
+        : params_(model.params()), head_(&params_.append(reward::head_name, Shape{1, Net::hidden})),
+          pooling_(reward::parse_pooling(c.reward_pooling)), seed_(c.init_seed), P_(c.batch_size),
           ids_(Shape{2 * c.batch_size, c.max_seq_len}, DType::i32),
-          targets_(Shape{2 * c.batch_size, c.max_seq_len}, DType::i32), pos_(Shape{2 * c.batch_size}, DType::i32) {
+          targets_(Shape{2 * c.batch_size, c.max_seq_len}, DType::i32),
+          weights_(Shape{2 * c.batch_size, c.max_seq_len}, DType::f32) {
         files_.tokenizer = c.tokenizer;
         files_.dtype = parse_save_dtype(c.save_dtype);
         CPU::zero(ids_.tensor());
@@ -302,6 +368,7 @@ public:
     /// What the optimizer trains: the whole model, head included.
     ParameterSet<Backend>& parameters() { return params_; }
     Var& head() { return *head_; }
+    RewardHead reward_head() { return {head_, pooling_}; }
 
     template <class Source>
     MicroResult train(Model& m, Graph<Backend>& g, Source& data) {
@@ -354,21 +421,17 @@ public:
     Pairs loss(Model& model, Graph<Backend>& g, const Buffer<CPU>& ids, const Buffer<CPU>& targets, std::int64_t pairs) {
         const std::int64_t R = ids.tensor().shape[0], P = R / 2;
         MT_CHECK(R % 2 == 0 && 1 <= pairs && pairs <= P, "reward: ", pairs, " pairs counted out of a batch of ", R, " rows");
-        if (pos_.tensor().shape != Shape{R}) pos_ = Buffer<CPU>(Shape{R}, DType::i32);
-        reward::score_positions(targets, pos_);
-        std::int32_t* pos = pos_.data<std::int32_t>();
-        for (std::int64_t b = 0; b < R; ++b) {
-            const bool counted = b % P < pairs;
-            MT_CHECK(!counted || pos[b] >= 0, "reward: the ", b < P ? "chosen" : "rejected", " sequence of pair ", b % P,
-                     " has no assistant token to read its score at (its reply is empty or truncated away: raise "
-                     "max_seq_len)");
-            if (pos[b] < 0) pos[b] = 0;  // a padding pair: read anywhere, not counted
-        }
+        if (weights_.tensor().shape != ids.tensor().shape) weights_ = Buffer<CPU>(ids.tensor().shape, DType::f32);
+        const std::vector<char> scored = reward::score_weights(targets, pooling_, weights_);
+        for (std::int64_t b = 0; b < R; ++b)  // the rows of a padding pair have no score and are not counted
+            MT_CHECK(b % P >= pairs || scored[std::size_t(b)], "reward: the ", b < P ? "chosen" : "rejected",
+                     " sequence of pair ", b % P, " has no assistant token to read its score at (its reply is empty or "
+                     "truncated away: raise max_seq_len)");
         Var* aux = nullptr;
         Pairs p;
         p.pairs = pairs;
         p.rewards = &reward_scores(g, model, *head_, reward::on_backend(ids.tensor(), dev_ids_),
-                                   reward::on_backend(pos_.tensor(), dev_pos_), &aux);
+                                   reward::on_backend(weights_.tensor(), dev_weights_), &aux);
         Var& rc = slice_rows(g, *p.rewards, 0, pairs);
         Var& rr = slice_rows(g, *p.rewards, P, P + pairs);
         p.bt = &bradley_terry_loss(g, rc, rr, &p.stats);
@@ -391,7 +454,7 @@ public:
     }
 
     /// <out_dir>/final: the reward model folder (the format above).
-    void save_final(const std::filesystem::path& dir, const Model& model) { save_reward_model(dir, model, *head_, files_); }
+    void save_final(const std::filesystem::path& dir, const Model& model) { save_reward_model(dir, model, RewardHead{head_, pooling_}, files_); }
 
 private:
     std::int64_t real_pairs() const {
@@ -407,11 +470,12 @@ private:
 
     ParameterSet<Backend>& params_;
     Var* head_;
+    reward::Pooling pooling_;
     std::uint64_t seed_;
     int P_;
     SaveOptions files_;
-    Buffer<CPU> ids_, targets_, pos_;         // (R, T), (R, T), (R) i32 host
-    Buffer<Backend> dev_ids_, dev_pos_;       // the same on the device (non-CPU backends)
+    Buffer<CPU> ids_, targets_, weights_;     // (R, T) i32, i32, f32 host
+    Buffer<Backend> dev_ids_, dev_weights_;   // the same on the device (non-CPU backends)
     Pairs last_eval_;
 };
 
@@ -421,8 +485,8 @@ private:
 /// Transformer in eval mode, no gradient. A reply is scored exactly as reward training scored a pair's
 /// conversation: the prompt's messages (parse_chatml_prompt) plus the reply as the last assistant
 /// message, encoded with ChatTemplate and the folder's own tokenizer.json, in the training view with T =
-/// the folder's max_position_embeddings (the max_seq_len it was trained with), read at the last supervised
-/// position (score_positions: the reply's <|im_end|>, or the last token that fits). A reply that ran out
+/// the folder's max_position_embeddings (the max_seq_len it was trained with), read where the folder's head
+/// reads (the last supervised position: the reply's <|im_end|>, or the last token that fits; or their mean). A reply that ran out
 /// of generation budget is scored as if it had ended there (its <|im_end|> appended), as a truncated
 /// reply in training would have been read at its last token; rule rewards (format) can penalize it.
 /// One sequence per call (the batch of one training used for no pair): correctness first.
@@ -431,7 +495,7 @@ class RewardModelScorer {
 public:
     explicit RewardModelScorer(const std::filesystem::path& dir)
         : dir_(dir), config_(load_model_config(dir)), model_(config_), chat_(load_tokenizer(dir, config_)) {
-        head_ = &load_reward_model(dir, model_);
+        head_ = load_reward_model(dir, model_);
         model_.params().freeze_all();
     }
 
@@ -453,11 +517,11 @@ public:
     double score(std::string_view prompt, std::string_view reply) {
         Buffer<CPU> ids, targets;
         tokens(prompt, reply, ids, targets);
-        return score_sequences(model_, *head_, ids, targets)[0];
+        return score_sequences(model_, head_, ids, targets)[0];
     }
 
     Transformer<Net, Backend>& model() { return model_; }
-    Var& head() { return *head_; }
+    const RewardHead& head() const { return head_; }
     const ChatTemplate& chat() const { return chat_; }
     const ModelConfig& config() const { return config_; }
     std::filesystem::path tokenizer_path() const { return dir_ / "tokenizer.json"; }
@@ -477,7 +541,7 @@ private:
     std::filesystem::path dir_;
     ModelConfig config_;
     Transformer<Net, Backend> model_;
-    Var* head_ = nullptr;
+    RewardHead head_;
     ChatTemplate chat_;
 };
 
