@@ -21,8 +21,9 @@
 // then runs tokenizer training -> shards -> Pretrain -> SFT (from the pretrained final/) -> LoRA (rank 8,
 // attention + MLP, on the SFT data, from the pretrained model) -> DPO (from the SFT model) -> GRPO (CISPO
 // loss, from the SFT model, the exact-match reward on the training questions; it prints the reward curve)
-// -> a reward model (the SFT model + a scalar head, Bradley-Terry loss on the DPO pairs; held-out pair
-// accuracy) -> GRPO again with that model's score as the reward; with step 4b's distillation of two small
+// -> a reward model (the SFT model + a scalar head, Bradley-Terry loss on the DPO pairs, or --rm_data on
+// the SFT model's own samples; held-out pair accuracy, and with --rm_samples how it ranks the SFT model's
+// samples) -> GRPO again with that model's score as the reward; with step 4b's distillation of two small
 // students (the pretrained model as teacher vs hard labels alone), and after each stage prints the exact-match accuracy of greedy (temperature 0) replies on the held-out
 // questions, using the same ChatSession as examples/chat.cpp. The LoRA stage is scored the way
 // chat --adapter runs it: the adapter folder merged into a freshly loaded base.
@@ -336,7 +337,7 @@ int main(int argc, char** argv) {
         // A reward model (the SFT model + a scalar head, Bradley-Terry loss) on the DPO pairs, then GRPO with it.
         int rm_steps = 100, rm_samples = 0;
         double rm_lr = 3e-4;
-        std::string rm_data = "dpo";  // or "samples": the SFT model's own replies to the rl questions
+        std::string rm_data = "dpo";  // or "samples": the SFT model's own replies to the rl questions, or both
         bool grpo_rule = true;
         std::string rm_pooling = "mean";  // "last" ranks the SFT model's own samples at chance (RESULTS.md, session 11)
         std::string rm_line;
@@ -390,9 +391,9 @@ int main(int argc, char** argv) {
         flags.bind("rm_steps", rm_steps, "reward model steps (8 DPO pairs each) from the SFT model, then GRPO with its score as the "
                    "reward (grpo_steps, same settings; 0: skip both)");
         flags.bind("rm_lr", rm_lr, "reward model peak learning rate");
-        flags.bind_choice("rm_data", rm_data, {"dpo", "samples"}, "the reward model's training pairs: the DPO pairs (the "
-                          "answer vs a slip, on the SFT questions), or the SFT model's own replies to the rl questions "
-                          "(--rl_facts), 6 per question at temperature 1, each wrong one against a right one");
+        flags.bind_choice("rm_data", rm_data, {"dpo", "samples", "dpo+samples"}, "the reward model's training pairs: the "
+                          "DPO pairs (the answer vs a slip, on the SFT questions), the SFT model's own replies to the rl "
+                          "questions (--rl_facts), 6 per question at temperature 1, each wrong one against a right one, or both");
         flags.bind("grpo_rule", grpo_rule, "run step 7 (GRPO with the rule reward; 0: only step 8's reward-model GRPO)");
         flags.bind_choice("rm_pooling", rm_pooling, {"last", "mean"}, "where the reward model's head reads a reply: its "
                           "last token, or the mean over its tokens");
@@ -742,16 +743,23 @@ int main(int argc, char** argv) {
         if (rm_steps > 0) {
             t0 = std::chrono::steady_clock::now();
             std::string rm_train = (data / "dpo_train.jsonl").string();
-            if (rm_data == "samples") {
-                MT_CHECK(!rl.empty(), "--rm_data samples needs --rl_facts > 0 (the questions the pairs are sampled on)");
-                rm_train = (data / "rm_train.jsonl").string();
+            if (rm_data != "dpo") {
+                MT_CHECK(!rl.empty(), "--rm_data ", rm_data, " needs --rl_facts > 0 (the questions the pairs are sampled on)");
+                const fs::path sampled = data / "rm_samples.jsonl";
                 Transformer<Net> sft(load_model_config(sft_run / "final"));
                 load_pretrained(sft_run / "final", sft);
-                const int n = write_sample_pairs(rm_train, sft, tok, rl, 6, [&](const Problem& p) {
+                const int n = write_sample_pairs(sampled, sft, tok, rl, 6, [&](const Problem& p) {
                     return restate_fraction > 0 ? p.restated(p.answer()) : p.answer();
                 }, seed);
                 std::printf("[8/8] reward model pairs: %d from the SFT model's replies to the %zu rl questions, in %s (%.1f s)\n",
-                            n, rl.size(), rm_train.c_str(), seconds_since(t0));
+                            n, rl.size(), sampled.c_str(), seconds_since(t0));
+                rm_train = sampled.string();
+                if (rm_data == "dpo+samples") {  // the DPO pairs, then the sampled ones (the loader shuffles)
+                    rm_train = (data / "rm_train.jsonl").string();
+                    std::ofstream o(rm_train);
+                    o << std::ifstream(data / "dpo_train.jsonl").rdbuf() << std::ifstream(sampled).rdbuf();
+                    MT_CHECK(o, rm_train, ": write failed");
+                }
             }
             std::printf("[8/8] reward model (%s pooling): %d steps from %s on %s, held out: %s\n", rm_pooling.c_str(), rm_steps,
                         (sft_run / "final").c_str(), rm_train.c_str(), (data / "dpo_val.jsonl").c_str());
