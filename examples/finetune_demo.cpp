@@ -53,7 +53,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -176,8 +175,9 @@ Score accuracy(Transformer<Net>& model, const Tokenizer& tok, const std::vector<
 /// the questions with both right and wrong samples, every (right, wrong) pair of them. What GRPO's group
 /// advantage is made of, unlike pairs with a planted slip.
 struct SampleRanking {
-    int mixed = 0;           // questions with a right and a wrong sample
+    int mixed = 0;             // questions with a right and a wrong sample
     long pairs = 0, wins = 0;  // (right, wrong) pairs, and those the model scores right above wrong
+    double accuracy() const { return pairs ? double(wins) / double(pairs) : std::nan(""); }  // no pairs: no number
 };
 
 /// G replies of `policy` to `question` at temperature 1, seeded (seed, i).
@@ -234,35 +234,6 @@ double text_accuracy(Transformer<M>& model, const Tokenizer& tok, const std::vec
 
 /// `text` with one of its digits written as another (never a new leading zero): a slip anywhere in a reply,
 /// in the sum or, when the reply restates the question, in an operand ("53 + 66 = 119" -> "53 + 86 = 119").
-std::string digit_slip(std::string text, std::mt19937_64& rng);
-
-/// Preference pairs from the policy's own replies (--rm_data samples): G samples per question at
-/// temperature 1, labelled by the question's answer; each distinct wrong one is rejected against a right
-/// one (a right sample when there is one, else `reference`'s reply). A question with no wrong sample gets
-/// one pair with a digit slip of its right reply, so that every question is in the file. Returns the pairs.
-int write_sample_pairs(const fs::path& path, Transformer<Net>& policy, const Tokenizer& tok,
-                       const std::vector<Problem>& questions, int G, const std::function<std::string(const Problem&)>& reference,
-                       std::uint64_t seed) {
-    std::ofstream out(path);
-    std::mt19937_64 rng(seed);
-    int n = 0;
-    for (std::size_t q = 0; q < questions.size(); ++q) {
-        const Problem& p = questions[q];
-        const std::vector<std::string> replies = sample_replies(policy, tok, p.question(), G, hash64(seed, q));
-        std::string chosen = reference(p);
-        std::vector<std::string> wrong;
-        for (const std::string& r : replies)
-            if (right_answer(r, p)) chosen = r;
-            else if (std::find(wrong.begin(), wrong.end(), r) == wrong.end()) wrong.push_back(r);
-        if (wrong.empty()) wrong.push_back(digit_slip(chosen, rng));
-        for (const std::string& r : wrong)
-            out << nlohmann::json{{"chosen", conversation(p.question(), chosen)},
-                                  {"rejected", conversation(p.question(), r)}}.dump() << '\n', ++n;
-    }
-    MT_CHECK(out, path.string(), ": write failed");
-    return n;
-}
-
 std::string digit_slip(std::string text, std::mt19937_64& rng) {
     auto digit = [&](std::size_t i) { return i < text.size() && text[i] >= '0' && text[i] <= '9'; };
     std::vector<std::size_t> at;
@@ -276,6 +247,40 @@ std::string digit_slip(std::string text, std::mt19937_64& rng) {
     while (c == text[i] || (leading && c == '0'));
     text[i] = c;
     return text;
+}
+
+/// Preference pairs from the policy's own replies (--rm_data samples): G samples per question at
+/// temperature 1, labelled by the question's answer; each distinct wrong one is rejected against a right
+/// one (a right sample when there is one, else the answer, restated when `restate`). A question with no
+/// wrong sample gets one pair with a digit slip of its right reply, so that every question is in the file.
+/// Returns the pairs.
+int write_sample_pairs(const fs::path& path, Transformer<Net>& policy, const Tokenizer& tok,
+                       const std::vector<Problem>& questions, int G, bool restate, std::uint64_t seed) {
+    std::ofstream out(path);
+    std::mt19937_64 rng(seed);
+    int n = 0;
+    for (std::size_t q = 0; q < questions.size(); ++q) {
+        const Problem& p = questions[q];
+        const std::vector<std::string> replies = sample_replies(policy, tok, p.question(), G, hash64(seed, q));
+        std::string chosen = restate ? p.restated(p.answer()) : p.answer();
+        std::vector<std::string> wrong;
+        for (const std::string& r : replies)
+            if (right_answer(r, p)) chosen = r;
+            else if (std::find(wrong.begin(), wrong.end(), r) == wrong.end()) wrong.push_back(r);
+        if (wrong.empty()) wrong.push_back(digit_slip(chosen, rng));
+        for (const std::string& r : wrong)
+            out << nlohmann::json{{"chosen", conversation(p.question(), chosen)},
+                                  {"rejected", conversation(p.question(), r)}}.dump() << '\n', ++n;
+    }
+    MT_CHECK(out, path.string(), ": write failed");
+    return n;
+}
+
+/// `out` as the files `parts`, one after another.
+void concatenate(const fs::path& out, std::initializer_list<fs::path> parts) {
+    std::ofstream o(out);
+    for (const fs::path& f : parts) o << std::ifstream(f).rdbuf();
+    MT_CHECK(o, out.string(), ": write failed");
 }
 
 /// What every stage shares, and its own data, length and learning rate (warmup, then cosine to a tenth).
@@ -339,7 +344,7 @@ int main(int argc, char** argv) {
         double rm_lr = 3e-4;
         std::string rm_data = "dpo";  // or "samples": the SFT model's own replies to the rl questions, or both
         bool grpo_rule = true;
-        std::string rm_pooling = "mean";  // "last" ranks the SFT model's own samples at chance (RESULTS.md, session 11)
+        std::string rm_pooling = "mean";  // 87.5% of held-out slip pairs right, "last" 69.7% (RESULTS.md, session 11)
         std::string rm_line;
         bool reuse_pretrain = false, reuse_sft = false, data_only = false;
         std::uint64_t seed = 7;
@@ -430,6 +435,8 @@ int main(int argc, char** argv) {
                  " facts)");
         MT_CHECK(restate_fraction >= 0 && restate_fraction <= 1, "--restate ", restate_fraction, ": expected a share in [0, 1]");
         MT_CHECK(n_rl > 0 || grpo_data != "rl" || grpo_steps == 0, "--grpo_data rl needs --rl_facts > 0");
+        MT_CHECK(rm_samples == 0 || rm_samples >= 2, "--rm_samples ", rm_samples, ": expected 0 (off) or at least 2 (a "
+                 "ranking needs a right and a wrong sample of one question)");
         {  // pretraining text: every fact in 20 statements of varied wording (the held-out facts included),
            // and, as web text has, question-and-answer lines for the facts that are neither held out nor in
            // the rl split. --task add: every sum but the held-out and rl ones, once stated, once asked.
@@ -680,9 +687,7 @@ int main(int argc, char** argv) {
             std::string prompts = grpo_data == "rl" ? (data / "rl_train.jsonl").string() : grpo_data == "val" ? sft_val : sft_train;
             if (grpo_data == "train+val") {
                 prompts = (data / "grpo_train.jsonl").string();
-                std::ofstream o(prompts);
-                for (const std::string& f : {sft_train, sft_val}) o << std::ifstream(f).rdbuf();
-                MT_CHECK(o, prompts, ": write failed");
+                concatenate(prompts, {sft_train, sft_val});
             }
             TrainConfig c = stage_config(grpo_run, tok_path, vocab, threads, prompts, sft_val, grpo_steps, grpo_lr, 0);
             c.init_from = (sft_run / "final").string();
@@ -742,23 +747,19 @@ int main(int argc, char** argv) {
         // ---- 8. a reward model on the DPO pairs, then GRPO with its score as the reward -------------------
         if (rm_steps > 0) {
             t0 = std::chrono::steady_clock::now();
+            Transformer<Net> sft(load_model_config(sft_run / "final"));  // what the sampled pairs and rankings sample
+            load_pretrained(sft_run / "final", sft);
             std::string rm_train = (data / "dpo_train.jsonl").string();
             if (rm_data != "dpo") {
                 MT_CHECK(!rl.empty(), "--rm_data ", rm_data, " needs --rl_facts > 0 (the questions the pairs are sampled on)");
                 const fs::path sampled = data / "rm_samples.jsonl";
-                Transformer<Net> sft(load_model_config(sft_run / "final"));
-                load_pretrained(sft_run / "final", sft);
-                const int n = write_sample_pairs(sampled, sft, tok, rl, 6, [&](const Problem& p) {
-                    return restate_fraction > 0 ? p.restated(p.answer()) : p.answer();
-                }, seed);
+                const int n = write_sample_pairs(sampled, sft, tok, rl, 6, restate_fraction > 0, seed);
                 std::printf("[8/8] reward model pairs: %d from the SFT model's replies to the %zu rl questions, in %s (%.1f s)\n",
                             n, rl.size(), sampled.c_str(), seconds_since(t0));
                 rm_train = sampled.string();
                 if (rm_data == "dpo+samples") {  // the DPO pairs, then the sampled ones (the loader shuffles)
                     rm_train = (data / "rm_train.jsonl").string();
-                    std::ofstream o(rm_train);
-                    o << std::ifstream(data / "dpo_train.jsonl").rdbuf() << std::ifstream(sampled).rdbuf();
-                    MT_CHECK(o, rm_train, ": write failed");
+                    concatenate(rm_train, {data / "dpo_train.jsonl", sampled});
                 }
             }
             std::printf("[8/8] reward model (%s pooling): %d steps from %s on %s, held out: %s\n", rm_pooling.c_str(), rm_steps,
@@ -792,20 +793,17 @@ int main(int argc, char** argv) {
                       std::to_string(e.pairs) + " DPO pairs held out), " + std::to_string(100 * et.accuracy).substr(0, 4) +
                       "% (" + std::to_string(et.pairs) + " pairs on the held-out questions)";
             if (rm_samples > 0) {
-                Transformer<Net> sft(load_model_config(sft_run / "final"));
-                load_pretrained(sft_run / "final", sft);
                 RewardModelScorer<Net, CPU> scorer(rm_run / "final");
                 const SampleRanking sr = rank_samples(sft, tok, scorer, test, rm_samples);
                 std::printf("    on the SFT model's own samples (%d per held-out question, temperature 1): %d questions have "
                             "right and wrong ones; it scores the right one higher in %.1f%% of their %ld (right, wrong) "
-                            "pairs\n", rm_samples, sr.mixed, 100.0 * double(sr.wins) / double(std::max(1L, sr.pairs)),
-                            sr.pairs);
+                            "pairs\n", rm_samples, sr.mixed, 100 * sr.accuracy(), sr.pairs);
                 if (!rl.empty()) {  // GRPO's prompts with --grpo_data rl (other samples than --rm_data samples' pairs)
                     const SampleRanking rr = rank_samples(sft, tok, scorer, rl, rm_samples);
                     std::printf("    ... and on the rl questions (GRPO's prompts): %d with right and wrong samples, %.1f%% of "
-                                "%ld pairs\n", rr.mixed, 100.0 * double(rr.wins) / double(std::max(1L, rr.pairs)), rr.pairs);
+                                "%ld pairs\n", rr.mixed, 100 * rr.accuracy(), rr.pairs);
                 }
-                rm_line += ", " + std::to_string(100.0 * double(sr.wins) / double(std::max(1L, sr.pairs))).substr(0, 4) +
+                rm_line += ", " + std::to_string(100 * sr.accuracy()).substr(0, 4) +
                            "% on the SFT model's own samples";
             }
             if (grpo_steps > 0) {
